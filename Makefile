@@ -1,0 +1,30 @@
+# The README's two commands. Each installs what it needs into .venv first (Python 3.11, PyPI only).
+#   make demo   - the embedded demo: snakemake --cores 2 on config/config.yaml
+#   make test   - the test suite (fast CPU tier)
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+CORES  ?= 2
+
+.PHONY: demo test test-slow install clean-results
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), f"Python 3.11 needed, found {sys.version.split()[0]} (set PYTHON=...)"'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	@touch $@
+
+demo: install
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --cores $(CORES)
+
+test: install
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest -q
+
+test-slow: install
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest -q -m "slow or not slow"
+
+clean-results:
+	rm -rf results figures .snakemake

@@ -1,0 +1,80 @@
+"""Datasets as prepared tensors: ``prepare`` writes one file per task, ``load_splits`` reads it back.
+
+A prepared file holds the train / val / test tensors (normalised images, integer labels) and the
+dataset's shape, so training jobs never touch the raw data or its loaders' dependencies.
+
+Try: ``qd data --config config/config.yaml --task digits --out /tmp/digits.pt``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+DATASETS = ("digits", "cifar10")
+
+
+@dataclass
+class Splits:
+    train: tuple[torch.Tensor, torch.Tensor]
+    val: tuple[torch.Tensor, torch.Tensor]
+    test: tuple[torch.Tensor, torch.Tensor]
+    meta: dict
+
+    def split(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        return getattr(self, name)
+
+
+class DataMissing(FileNotFoundError):
+    """Raw data absent or corrupt; the message says which file, where, and how to get it."""
+
+
+def random_split(n: int, fractions: tuple[float, ...], seed: int) -> list[torch.Tensor]:
+    """Index sets for consecutive shares of a seeded permutation of ``range(n)`` (the rest last)."""
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    sizes = [round(f * n) for f in fractions]
+    parts, start = [], 0
+    for s in sizes:
+        parts.append(perm[start:start + s])
+        start += s
+    parts.append(perm[start:])
+    return parts
+
+
+def prepare(spec: dict) -> Splits:
+    """Build the splits a task's ``dataset`` block describes."""
+    name = spec["name"]
+    if name == "digits":
+        from qd.data.digits import digits_splits
+
+        return digits_splits(spec)
+    if name == "cifar10":
+        from qd.data.cifar import cifar10_splits
+
+        return cifar10_splits(spec)
+    raise ValueError(f"unknown dataset {name!r}; known: {DATASETS}")
+
+
+def save_splits(splits: Splits, path: str | Path) -> None:
+    from qd.io import atomic_save
+
+    atomic_save({"train": splits.train, "val": splits.val, "test": splits.test, "meta": splits.meta}, path)
+
+
+def load_splits(path: str | Path) -> Splits:
+    path = Path(path)
+    if not path.exists():
+        raise DataMissing(f"prepared dataset {path} does not exist; run the workflow's data rule "
+                          f"(snakemake {path}) or 'qd data' first")
+    d = torch.load(path, weights_only=True)
+    return Splits(d["train"], d["val"], d["test"], d["meta"])
+
+
+def batches(x: torch.Tensor, y: torch.Tensor, batch_size: int, generator: torch.Generator | None = None):
+    """Minibatches of ``(x, y)``, shuffled with ``generator`` when one is given."""
+    n = len(y)
+    order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
+    for i in range(0, n, batch_size):
+        idx = order[i:i + batch_size]
+        yield x[idx], y[idx]

@@ -1,0 +1,26 @@
+"""The embedded demo's data: scikit-learn's handwritten digits (1,797 real 8x8 images, no download)."""
+from __future__ import annotations
+
+import torch
+
+from qd.data import Splits, random_split
+
+# the paper's CIFAR-10 normalisation: mean = std = 0.5 per channel, applied to [0, 1] pixels
+MEAN = STD = 0.5
+
+
+def digits_splits(spec: dict) -> Splits:
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = torch.tensor(d.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    x = (x - MEAN) / STD
+    y = torch.tensor(d.target, dtype=torch.long)
+    test, val, train = random_split(len(y), (spec["test_fraction"], spec["val_fraction"] * (1 - spec["test_fraction"])),
+                                    spec["split_seed"])
+    if spec.get("train_limit"):
+        train = train[: spec["train_limit"]]
+    meta = {"dataset": "digits", "in_channels": 1, "num_classes": 10, "image_size": 8,
+            "sizes": {"train": len(train), "val": len(val), "test": len(test)},
+            "source": "sklearn.datasets.load_digits"}
+    return Splits((x[train], y[train]), (x[val], y[val]), (x[test], y[test]), meta)

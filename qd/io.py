@@ -1,0 +1,37 @@
+"""Atomic file writes: a reader (or a killed job) never sees a half-written file."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+
+def _atomic(path: str | Path, write) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_save(obj, path: str | Path) -> None:
+    """``torch.save`` through a temporary file and a rename."""
+    _atomic(path, lambda f: torch.save(obj, f))
+
+
+def atomic_write_text(text: str, path: str | Path) -> None:
+    _atomic(path, lambda f: f.write(text.encode()))
+
+
+def atomic_write_json(obj, path: str | Path) -> None:
+    atomic_write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n", path)

@@ -1,0 +1,119 @@
+"""Differentiable quantization (Algorithm 2, notes 1.7-1.8).
+
+The weights of a trained full-precision student stay fixed; what is learned is one vector of
+non-uniform quantization points per tensor, by SGD through ``Q(w, p)``. Options (config
+``methods.dq``):
+
+* ``init``: ``quantiles`` (points at the percentiles of the scaled weights) or ``uniform``;
+* ``redistribute_bits``: share the points between tensors in proportion to their gradient norms,
+  each tensor keeping at least half its ``2**bits`` (so counts need not be powers of two);
+* ``use_distillation`` / ``distill_from``: distillation loss toward ``self`` (the unquantized
+  student, as the official code does) or ``teacher`` (the task's teacher); else cross-entropy.
+
+Points are re-sorted after every step and not clamped; BatchNorm stays in train mode, so its running
+statistics follow the quantized weights (official code).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from qd.data import batches
+from qd.quant import encode_nonuniform, quantile_points, quantize_nonuniform, uniform_points
+from qd.run import RunContext, RunResult, load_codes
+from qd.ste import substituted_forward
+from qd.train import Fit
+
+
+def gradient_norms(model, names: list[str], x: torch.Tensor, y: torch.Tensor, n_batches: int,
+                   batch_size: int) -> list[float]:
+    """L2 norm of each named parameter's cross-entropy gradient, averaged over the first minibatches."""
+    params = dict(model.named_parameters())
+    grads = {n: torch.zeros_like(params[n]) for n in names}
+    was_training = model.training
+    model.eval()
+    used = 0
+    for used, (xb, yb) in enumerate(batches(x, y, batch_size), start=1):
+        model.zero_grad(set_to_none=True)
+        F.cross_entropy(model(xb), yb).backward()
+        for n in names:
+            grads[n] += params[n].grad
+        if used == n_batches:
+            break
+    model.zero_grad(set_to_none=True)
+    model.train(was_training)
+    return [(grads[n] / max(used, 1)).norm().item() for n in names]
+
+
+def redistribute_points(budgets: list[int], grad_norms: list[float]) -> list[int]:
+    """Points per tensor: half of each budget, the rest shared by gradient norm (total kept).
+
+    Rounding surplus is taken from the largest allocation; a shortfall is added to the smallest.
+    """
+    base = [p // 2 for p in budgets]
+    rest = sum(budgets) - sum(base)
+    total = sum(grad_norms)
+    shares = [g / total for g in grad_norms] if total > 0 else [1 / len(budgets)] * len(budgets)
+    alloc = [b + round(s * rest) for b, s in zip(base, shares)]
+    diff = sum(alloc) - sum(budgets)
+    if diff > 0:
+        i = max(range(len(alloc)), key=alloc.__getitem__)
+        alloc[i] -= diff
+    elif diff < 0:
+        i = min(range(len(alloc)), key=alloc.__getitem__)
+        alloc[i] -= diff
+    return alloc
+
+
+def initial_points(w: torch.Tensor, n_points: int, init: str, bucket_size: int | None) -> torch.Tensor:
+    if init == "quantiles":
+        return quantile_points(w, n_points, bucket_size)
+    if init == "uniform":
+        return uniform_points(n_points, dtype=w.dtype).to(w.device)
+    raise ValueError(f"methods.dq.init: unknown initialisation {init!r} (quantiles or uniform)")
+
+
+def differentiable_quantization(ctx: RunContext) -> RunResult:
+    opts = ctx.spec["method"]["options"]
+    model = ctx.source_copy()
+    frozen = ctx.source_copy().eval()  # the unquantized student: the 'self' teacher
+    for p in model.parameters():
+        p.requires_grad_(False)
+    names = ctx.quantized_names(model)
+    weights = {n: p.detach().clone() for n, p in model.named_parameters() if n in names}
+    budgets = [2**ctx.bits] * len(names)
+    if opts["redistribute_bits"]:
+        x, y = ctx.splits.train
+        norms = gradient_norms(frozen, names, x, y, opts["grad_batches"], ctx.spec["train"]["batch_size"])
+        budgets = redistribute_points(budgets, norms)
+    points = [torch.nn.Parameter(initial_points(weights[n], k, opts["init"], ctx.bucket_size))
+              for n, k in zip(names, budgets)]
+
+    def forward(x):
+        quantized = {n: quantize_nonuniform(weights[n], p, ctx.bucket_size) for n, p in zip(names, points)}
+        return substituted_forward(model, quantized, x)
+
+    def target_logits(x):
+        if opts["distill_from"] == "teacher":
+            return ctx.teacher_logits(x)
+        with torch.inference_mode():
+            return frozen(x)
+
+    def loss(x, y):
+        logits = forward(x)
+        if opts["use_distillation"]:
+            return ctx.distillation(logits, target_logits(x), y)
+        return F.cross_entropy(logits, y)
+
+    @torch.no_grad()
+    def keep_sorted():
+        for p in points:
+            p.copy_(torch.sort(p).values)
+
+    fit = Fit(params=points, loss=loss, evaluate=ctx.evaluator(forward), modules=[model], after_step=keep_sorted)
+    history = ctx.fit(fit)
+    codes = {n: encode_nonuniform(weights[n], p.detach(), ctx.bucket_size) for n, p in zip(names, points)}
+    for p in model.parameters():
+        p.requires_grad_(True)
+    load_codes(model, codes)
+    return RunResult(model, codes, history, extra={"dq_points_per_tensor": budgets})

@@ -1,0 +1,229 @@
+"""Bucketed min-max quantization of weight tensors (paper section 2, notes 1.2-1.4).
+
+A tensor is flattened and cut into consecutive *buckets* of ``bucket_size`` elements; each bucket is
+scaled to [0, 1] by its own min and max, snapped to a grid of *levels* in [0, 1] and scaled back.
+Uniform quantization uses the ``2**bits`` evenly spaced levels ``k / (2**bits - 1)``; non-uniform
+quantization uses given sorted *points*. Every function here is vectorised over buckets.
+
+Exercise it with ``pytest tests/test_quant.py``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+# A bucket whose range is below this is treated as constant (the official code's threshold):
+# scaling divides by 1 instead of ~0, so every element lands on level 0 and decodes to the min.
+CONSTANT_RANGE = 1e-10
+
+
+@dataclass
+class QuantCodes:
+    """A quantized tensor as stored: level indices, per-bucket min and range, and the level grid.
+
+    ``decode(codes)`` rebuilds exactly the tensor the quantizer returned.
+    """
+
+    indices: torch.Tensor  # int64, flattened, unpadded: one level index per element
+    lo: torch.Tensor  # (n_buckets,) bucket minimum
+    rng: torch.Tensor  # (n_buckets,) bucket max - min (0 for a constant bucket)
+    grid: torch.Tensor  # (n_levels,) level positions in [0, 1]
+    bucket_size: int | None
+    shape: tuple[int, ...]
+    uniform: bool
+
+    @property
+    def n_buckets(self) -> int:
+        return self.lo.numel()
+
+    @property
+    def n_levels(self) -> int:
+        return self.grid.numel()
+
+
+def uniform_grid(bits: int, dtype=torch.float32, device=None) -> torch.Tensor:
+    """The ``2**bits`` evenly spaced levels of [0, 1], min and max included."""
+    check_bits(bits)
+    steps = 2**bits - 1
+    return torch.arange(2**bits, dtype=dtype, device=device) / steps
+
+
+def check_bits(bits: int) -> None:
+    if not isinstance(bits, int) or not 1 <= bits <= 16:
+        raise ValueError(f"bits must be an integer in 1..16, got {bits!r}")
+
+
+def to_buckets(x: torch.Tensor, bucket_size: int | None) -> torch.Tensor:
+    """Flatten ``x`` into rows of ``bucket_size``; the last bucket is padded with the last element.
+
+    Padding with a copy of the last element leaves that bucket's min and max unchanged, so a short last
+    bucket is scaled by the min and max of its own elements. ``None`` makes the tensor one bucket.
+    """
+    flat = x.reshape(-1)
+    n = flat.numel()
+    if bucket_size is None:
+        return flat.view(1, n)
+    if bucket_size < 1:
+        raise ValueError(f"bucket_size must be >= 1 or None, got {bucket_size!r}")
+    pad = (-n) % bucket_size
+    if pad:
+        flat = torch.cat([flat, flat[-1:].expand(pad)])
+    return flat.view(-1, bucket_size)
+
+
+def from_buckets(b: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Drop the padding added by :func:`to_buckets` and restore ``like``'s shape."""
+    return b.reshape(-1)[: like.numel()].view(like.shape)
+
+
+def bucket_scaling(b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-bucket ``lo`` (min), ``rng`` (max - min) and the divisor used for scaling to [0, 1]."""
+    lo, hi = torch.aminmax(b, dim=1, keepdim=True)
+    rng = hi - lo
+    divisor = torch.where(rng > CONSTANT_RANGE, rng, torch.ones_like(rng))
+    return lo, rng, divisor
+
+
+def dequantize(lo: torch.Tensor, rng: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """``sc^-1``: level positions in [0, 1] back to weights (the one formula every path uses)."""
+    return lo + rng * positions
+
+
+def _uniform_levels(b: torch.Tensor, bits: int, stochastic: bool, generator) -> tuple:
+    lo, rng, divisor = bucket_scaling(b)
+    steps = 2**bits - 1
+    u = (b - lo) / divisor * steps
+    if stochastic:
+        # floor, then +1 with probability equal to the fractional part: E[level] = u (unbiased)
+        floor = torch.floor(u)
+        noise = torch.rand(u.shape, generator=generator, dtype=u.dtype, device=u.device)
+        levels = floor + (noise < (u - floor)).to(u.dtype)
+    else:
+        # round half up; torch.round would round half to even
+        levels = torch.floor(u + 0.5)
+    return levels.clamp_(0, steps), lo, rng
+
+
+def quantize_uniform(
+    x: torch.Tensor,
+    bits: int,
+    bucket_size: int | None = 256,
+    stochastic: bool = False,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Uniform quantization ``Q(v, s)`` with ``s = 2**bits`` levels per bucket (paper eq. for Q-hat).
+
+    Same shape and dtype as ``x``. Deterministic rounding is round-to-nearest (ties up); stochastic
+    rounding is unbiased and draws from ``generator``. A constant bucket is returned unchanged.
+    """
+    check_bits(bits)
+    if x.numel() == 0:
+        return x.clone()
+    b = to_buckets(x.detach(), bucket_size)
+    levels, lo, rng = _uniform_levels(b, bits, stochastic, generator)
+    out = dequantize(lo, rng, levels / (2**bits - 1))
+    return from_buckets(out, x)
+
+
+def encode_uniform(
+    x: torch.Tensor,
+    bits: int,
+    bucket_size: int | None = 256,
+    stochastic: bool = False,
+    generator: torch.Generator | None = None,
+) -> QuantCodes:
+    """Level indices and bucket scales of :func:`quantize_uniform` (``decode`` gives the same tensor)."""
+    check_bits(bits)
+    b = to_buckets(x.detach(), bucket_size)
+    levels, lo, rng = _uniform_levels(b, bits, stochastic, generator)
+    return QuantCodes(
+        indices=levels.reshape(-1)[: x.numel()].long(),
+        lo=lo.reshape(-1),
+        rng=rng.reshape(-1),
+        grid=uniform_grid(bits, dtype=x.dtype, device=x.device),
+        bucket_size=bucket_size,
+        shape=tuple(x.shape),
+        uniform=True,
+    )
+
+
+def nearest_point(u: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    """Index of the nearest of the sorted ``points`` for each scaled value (decision at midpoints)."""
+    midpoints = (points[1:] + points[:-1]) / 2
+    return torch.bucketize(u, midpoints.detach())
+
+
+def _nonuniform_assign(b: torch.Tensor, points: torch.Tensor):
+    lo, rng, divisor = bucket_scaling(b)
+    return nearest_point((b - lo) / divisor, points.detach()), lo, rng
+
+
+def quantize_nonuniform(x: torch.Tensor, points: torch.Tensor, bucket_size: int | None = 256) -> torch.Tensor:
+    """Non-uniform quantization ``Q(v, p)``: each scaled element goes to the nearest of ``points``.
+
+    Differentiable with respect to ``points``: autograd through ``points[idx]`` gives
+    dL/dp_j = sum over elements assigned to j of (dL/dQ_i * bucket range), the paper's gradient.
+    Where ``x`` requires grad it receives the straight-through gradient (identity).
+    """
+    if x.numel() == 0:
+        return x.clone()
+    b = to_buckets(x.detach(), bucket_size)
+    idx, lo, rng = _nonuniform_assign(b, points)
+    out = from_buckets(dequantize(lo, rng, points[idx]), x)
+    if x.requires_grad:
+        out = out + (x - x.detach())
+    return out
+
+
+def encode_nonuniform(x: torch.Tensor, points: torch.Tensor, bucket_size: int | None = 256) -> QuantCodes:
+    """Point indices and bucket scales of :func:`quantize_nonuniform`."""
+    b = to_buckets(x.detach(), bucket_size)
+    idx, lo, rng = _nonuniform_assign(b, points)
+    return QuantCodes(
+        indices=idx.reshape(-1)[: x.numel()],
+        lo=lo.reshape(-1),
+        rng=rng.reshape(-1),
+        grid=points.detach().clone(),
+        bucket_size=bucket_size,
+        shape=tuple(x.shape),
+        uniform=False,
+    )
+
+
+def decode(codes: QuantCodes) -> torch.Tensor:
+    """The quantized tensor that ``codes`` describe."""
+    n = codes.indices.numel()
+    d = codes.bucket_size if codes.bucket_size is not None else max(n, 1)
+    positions = codes.grid[codes.indices]
+    pad = (-n) % d
+    if pad:
+        positions = torch.cat([positions, positions[-1:].expand(pad)])
+    b = positions.view(-1, d)
+    out = dequantize(codes.lo.view(-1, 1), codes.rng.view(-1, 1), b)
+    return out.reshape(-1)[:n].view(codes.shape)
+
+
+def quantile_points(x: torch.Tensor, n_points: int, bucket_size: int | None = 256) -> torch.Tensor:
+    """Quantile initialisation: points at the percentiles ``linspace(0, 100, n)`` of the scaled values.
+
+    Every point is then used by some weight; the first and last points are 0 and 1 exactly.
+    (Linear interpolation between order statistics, as ``numpy.percentile``; sorting avoids the
+    16M-element limit of ``torch.quantile``.)
+    """
+    b = to_buckets(x.detach(), bucket_size)
+    lo, _, divisor = bucket_scaling(b)
+    u = ((b - lo) / divisor).reshape(-1)[: x.numel()]
+    s = torch.sort(u).values
+    pos = torch.linspace(0, s.numel() - 1, n_points, dtype=torch.float64)
+    below = pos.floor().long()
+    above = pos.ceil().long()
+    frac = (pos - below).to(s.dtype)
+    return s[below] + (s[above] - s[below]) * frac
+
+
+def uniform_points(n_points: int, dtype=torch.float32) -> torch.Tensor:
+    """Uniform initialisation of ``n_points`` points: ``k / (n - 1)``."""
+    if n_points == 1:
+        return torch.zeros(1, dtype=dtype)
+    return torch.arange(n_points, dtype=dtype) / (n_points - 1)
