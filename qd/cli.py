@@ -16,6 +16,7 @@ import json
 import sys
 from pathlib import Path
 
+from qd.errors import QdError
 from qd.config import (ConfigError, RunId, load_config, planned_runs, run_spec, source_run, teacher_run,
                        validate, variant_name)
 
@@ -183,6 +184,10 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"qd: {e}", file=sys.stderr)
         return 2
+    except QdError as e:
+        # expected failures: the message says what and where; a traceback would only hide it
+        print(f"qd: {e}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -20,20 +20,13 @@ from pathlib import Path
 import jsonschema
 import yaml
 
+from qd.errors import ConfigError
 from qd.methods.registry import BUILTIN, MethodInfo, method_info
 
 SCHEMA_PATH = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml"
 FP_VARIANT = "fp32"
 TEACHER_METHOD = "fp"
 _VARIANT = re.compile(r"^b(?P<bits>\d+)-(?:d(?P<bucket>\d+)|(?P<nobucket>nobucket))$")
-
-
-class ConfigError(ValueError):
-    """A config the suite refuses; the message lists every problem with its key."""
-
-    def __init__(self, problems: list[str], source: str = "config"):
-        self.problems = problems
-        super().__init__(f"{source} is invalid:\n" + "\n".join(f"  - {p}" for p in problems))
 
 
 # ---------------------------------------------------------------- validation
@@ -95,8 +88,10 @@ def validate(config: dict, source: str = "config") -> dict:
     cfg = copy.deepcopy(config)
     errors = sorted(_Validator(load_schema()).iter_errors(cfg), key=lambda e: list(map(str, e.absolute_path)))
     problems = [_describe(e) for e in errors]
-    if not problems:
-        problems = semantic_problems(cfg)
+    try:
+        problems += semantic_problems(cfg)
+    except (KeyError, TypeError, AttributeError):
+        pass  # the schema errors above already explain why the config cannot be read further
     if problems:
         raise ConfigError(problems, source)
     return cfg

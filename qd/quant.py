@@ -27,11 +27,15 @@ class QuantCodes:
 
     indices: torch.Tensor  # int64, flattened, unpadded: one level index per element
     lo: torch.Tensor  # (n_buckets,) bucket minimum
-    rng: torch.Tensor  # (n_buckets,) bucket max - min (0 for a constant bucket)
+    hi: torch.Tensor  # (n_buckets,) bucket maximum
     grid: torch.Tensor  # (n_levels,) level positions in [0, 1]
     bucket_size: int | None
     shape: tuple[int, ...]
     uniform: bool
+
+    @property
+    def rng(self) -> torch.Tensor:
+        return self.hi - self.lo
 
     @property
     def n_buckets(self) -> int:
@@ -62,6 +66,8 @@ def to_buckets(x: torch.Tensor, bucket_size: int | None) -> torch.Tensor:
     """
     flat = x.reshape(-1)
     n = flat.numel()
+    if n == 0:
+        return flat.view(0, 1)
     if bucket_size is None:
         return flat.view(1, n)
     if bucket_size < 1:
@@ -78,20 +84,24 @@ def from_buckets(b: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 
 def bucket_scaling(b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per-bucket ``lo`` (min), ``rng`` (max - min) and the divisor used for scaling to [0, 1]."""
+    """Per-bucket ``lo`` (min), ``hi`` (max) and the divisor used for scaling to [0, 1]."""
     lo, hi = torch.aminmax(b, dim=1, keepdim=True)
     rng = hi - lo
     divisor = torch.where(rng > CONSTANT_RANGE, rng, torch.ones_like(rng))
-    return lo, rng, divisor
+    return lo, hi, divisor
 
 
-def dequantize(lo: torch.Tensor, rng: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-    """``sc^-1``: level positions in [0, 1] back to weights (the one formula every path uses)."""
-    return lo + rng * positions
+def dequantize(lo: torch.Tensor, hi: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """``sc^-1``: level positions in [0, 1] back to weights (the one formula every path uses).
+
+    ``lerp`` is exact at both ends (position 0 gives the min, 1 the max), which ``lo + rng * p``
+    is not: ``lo + (hi - lo)`` is often one ulp off ``hi``.
+    """
+    return torch.lerp(lo, hi, positions)
 
 
 def _uniform_levels(b: torch.Tensor, bits: int, stochastic: bool, generator) -> tuple:
-    lo, rng, divisor = bucket_scaling(b)
+    lo, hi, divisor = bucket_scaling(b)
     steps = 2**bits - 1
     u = (b - lo) / divisor * steps
     if stochastic:
@@ -102,7 +112,7 @@ def _uniform_levels(b: torch.Tensor, bits: int, stochastic: bool, generator) -> 
     else:
         # round half up; torch.round would round half to even
         levels = torch.floor(u + 0.5)
-    return levels.clamp_(0, steps), lo, rng
+    return levels.clamp_(0, steps), lo, hi
 
 
 def quantize_uniform(
@@ -121,8 +131,8 @@ def quantize_uniform(
     if x.numel() == 0:
         return x.clone()
     b = to_buckets(x.detach(), bucket_size)
-    levels, lo, rng = _uniform_levels(b, bits, stochastic, generator)
-    out = dequantize(lo, rng, levels / (2**bits - 1))
+    levels, lo, hi = _uniform_levels(b, bits, stochastic, generator)
+    out = dequantize(lo, hi, levels / (2**bits - 1))
     return from_buckets(out, x)
 
 
@@ -136,11 +146,11 @@ def encode_uniform(
     """Level indices and bucket scales of :func:`quantize_uniform` (``decode`` gives the same tensor)."""
     check_bits(bits)
     b = to_buckets(x.detach(), bucket_size)
-    levels, lo, rng = _uniform_levels(b, bits, stochastic, generator)
+    levels, lo, hi = _uniform_levels(b, bits, stochastic, generator)
     return QuantCodes(
         indices=levels.reshape(-1)[: x.numel()].long(),
         lo=lo.reshape(-1),
-        rng=rng.reshape(-1),
+        hi=hi.reshape(-1),
         grid=uniform_grid(bits, dtype=x.dtype, device=x.device),
         bucket_size=bucket_size,
         shape=tuple(x.shape),
@@ -155,22 +165,22 @@ def nearest_point(u: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
 
 
 def _nonuniform_assign(b: torch.Tensor, points: torch.Tensor):
-    lo, rng, divisor = bucket_scaling(b)
-    return nearest_point((b - lo) / divisor, points.detach()), lo, rng
+    lo, hi, divisor = bucket_scaling(b)
+    return nearest_point((b - lo) / divisor, points.detach()), lo, hi
 
 
 def quantize_nonuniform(x: torch.Tensor, points: torch.Tensor, bucket_size: int | None = 256) -> torch.Tensor:
     """Non-uniform quantization ``Q(v, p)``: each scaled element goes to the nearest of ``points``.
 
-    Differentiable with respect to ``points``: autograd through ``points[idx]`` gives
+    Differentiable with respect to ``points``: autograd through ``lerp(lo, hi, points[idx])`` gives
     dL/dp_j = sum over elements assigned to j of (dL/dQ_i * bucket range), the paper's gradient.
     Where ``x`` requires grad it receives the straight-through gradient (identity).
     """
     if x.numel() == 0:
         return x.clone()
     b = to_buckets(x.detach(), bucket_size)
-    idx, lo, rng = _nonuniform_assign(b, points)
-    out = from_buckets(dequantize(lo, rng, points[idx]), x)
+    idx, lo, hi = _nonuniform_assign(b, points)
+    out = from_buckets(dequantize(lo, hi, points[idx]), x)
     if x.requires_grad:
         out = out + (x - x.detach())
     return out
@@ -179,11 +189,11 @@ def quantize_nonuniform(x: torch.Tensor, points: torch.Tensor, bucket_size: int 
 def encode_nonuniform(x: torch.Tensor, points: torch.Tensor, bucket_size: int | None = 256) -> QuantCodes:
     """Point indices and bucket scales of :func:`quantize_nonuniform`."""
     b = to_buckets(x.detach(), bucket_size)
-    idx, lo, rng = _nonuniform_assign(b, points)
+    idx, lo, hi = _nonuniform_assign(b, points)
     return QuantCodes(
         indices=idx.reshape(-1)[: x.numel()],
         lo=lo.reshape(-1),
-        rng=rng.reshape(-1),
+        hi=hi.reshape(-1),
         grid=points.detach().clone(),
         bucket_size=bucket_size,
         shape=tuple(x.shape),
@@ -200,7 +210,7 @@ def decode(codes: QuantCodes) -> torch.Tensor:
     if pad:
         positions = torch.cat([positions, positions[-1:].expand(pad)])
     b = positions.view(-1, d)
-    out = dequantize(codes.lo.view(-1, 1), codes.rng.view(-1, 1), b)
+    out = dequantize(codes.lo.view(-1, 1), codes.hi.view(-1, 1), b)
     return out.reshape(-1)[:n].view(codes.shape)
 
 

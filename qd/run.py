@@ -24,6 +24,7 @@ import torch.nn as nn
 from qd.config import spec_hash
 from qd.data import Splits, load_splits
 from qd.distill import distillation_loss
+from qd.errors import MissingRun
 from qd.evaluate import classify
 from qd.io import atomic_save, atomic_write_json, atomic_write_text
 from qd.methods import load_method
@@ -141,7 +142,7 @@ def load_run_model(run_dir: str | Path, device: torch.device | str = "cpu") -> n
     """The final model of a finished run folder, in eval mode."""
     path = Path(run_dir) / "model.pt"
     if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist: the run {run_dir} has not finished")
+        raise MissingRun(f"{path} does not exist: the run {run_dir} has not finished")
     saved = torch.load(path, map_location=device, weights_only=False)
     model = build_model(saved["model"], **saved["shape"])
     model.load_state_dict(saved["state_dict"])

@@ -42,6 +42,14 @@ class UniformQuantizer:
     def __call__(self, w: torch.Tensor) -> torch.Tensor:
         return quantize_uniform(w, self.bits, self.bucket_size, self.stochastic, self.generator)
 
+    def state(self) -> dict:
+        """The stochastic-rounding generator's state, so a resumed run draws the same numbers."""
+        return {"generator": self.generator.get_state()} if self.generator is not None else {}
+
+    def load_state(self, state: dict) -> None:
+        if self.generator is not None and "generator" in state:
+            self.generator.set_state(state["generator"])
+
     def encode(self, w: torch.Tensor):
         return encode_uniform(w, self.bits, self.bucket_size, self.stochastic, self.generator)
 

@@ -22,11 +22,9 @@ from pathlib import Path
 import torch
 
 from qd.data import Splits, batches
+from qd.data.augment import crop_and_flip
+from qd.errors import NonFiniteLoss
 from qd.io import atomic_save
-
-
-class NonFiniteLoss(RuntimeError):
-    """The loss became NaN or infinite; the message names run, epoch and step."""
 
 
 @dataclass
@@ -143,6 +141,8 @@ def _train_epoch(fit, optimizer, x, y, cfg, seed, epoch, run, progress) -> float
     generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
     loss_sum = 0.0
     for step, (xb, yb) in enumerate(batches(x, y, cfg["batch_size"], generator), start=1):
+        if cfg["augment"]:
+            xb = crop_and_flip(xb, generator)
         loss = fit.loss(xb, yb)
         if not torch.isfinite(loss):
             raise NonFiniteLoss(f"run {run}: loss became {loss.item()} at epoch {epoch + 1}, step {step}; "

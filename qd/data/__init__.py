@@ -12,6 +12,8 @@ from pathlib import Path
 
 import torch
 
+from qd.errors import DataMissing
+
 DATASETS = ("digits", "cifar10")
 
 
@@ -24,10 +26,6 @@ class Splits:
 
     def split(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
         return getattr(self, name)
-
-
-class DataMissing(FileNotFoundError):
-    """Raw data absent or corrupt; the message says which file, where, and how to get it."""
 
 
 def random_split(n: int, fractions: tuple[float, ...], seed: int) -> list[torch.Tensor]:
@@ -68,7 +66,18 @@ def load_splits(path: str | Path) -> Splits:
         raise DataMissing(f"prepared dataset {path} does not exist; run the workflow's data rule "
                           f"(snakemake {path}) or 'qd data' first")
     d = torch.load(path, weights_only=True)
-    return Splits(d["train"], d["val"], d["test"], d["meta"])
+    meta = d["meta"]
+    return Splits(*(normalised(d[s], meta) for s in ("train", "val", "test")), meta)
+
+
+def normalised(split: tuple[torch.Tensor, torch.Tensor], meta: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 images (stored compactly) as floats normalised by the dataset's mean and std."""
+    x, y = split
+    if x.dtype != torch.uint8:
+        return x, y
+    mean = torch.tensor(meta["normalize"]["mean"]).view(1, -1, 1, 1)
+    std = torch.tensor(meta["normalize"]["std"]).view(1, -1, 1, 1)
+    return (x.float() / 255 - mean) / std, y
 
 
 def batches(x: torch.Tensor, y: torch.Tensor, batch_size: int, generator: torch.Generator | None = None):

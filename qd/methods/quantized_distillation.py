@@ -27,7 +27,7 @@ def _train_quantized(ctx: RunContext, distill: bool) -> RunResult:
         return ctx.distillation(logits, ctx.teacher_logits(x), y) if distill else F.cross_entropy(logits, y)
 
     history = ctx.fit(Fit(params=list(model.parameters()), loss=loss, evaluate=ctx.evaluator(forward),
-                          modules=[model]))
+                          modules=[model], state=quantizer.state, load_state=quantizer.load_state))
     params = dict(model.named_parameters())
     codes = {name: quantizer.encode(params[name]) for name in quantizers}
     load_codes(model, codes)

@@ -6,6 +6,7 @@ from pathlib import Path
 import pandas as pd
 
 from qd.config import planned_runs
+from qd.errors import MissingRun
 from qd.io import atomic_write_text
 from qd.report import report_files
 from qd.report.checks import claim_gaussian_noise, claim_uniform_levels
@@ -14,12 +15,12 @@ from qd.report.collect import aggregate, collect
 from qd.report.figures import accuracy_vs_bits, accuracy_vs_size, training_curves
 from qd.report.tables import accuracy_table, paper_comparison, read_targets, size_table, write_table
 
-def only_planned(df: pd.DataFrame, cfg: dict) -> pd.DataFrame:
+def only_planned(df: pd.DataFrame, cfg: dict, results: Path) -> pd.DataFrame:
     """The runs the config asks for (older runs left in the folder stay out); all must be finished."""
     planned = {r.path for r in planned_runs(cfg)}
     missing = sorted(planned - set(df["run"]))
     if missing:
-        raise FileNotFoundError(f"{len(missing)} planned runs have no metrics.json, e.g. {missing[0]}")
+        raise MissingRun(f"{len(missing)} planned runs have no metrics.json under {results}, e.g. {missing[0]}")
     return df[df["run"].isin(planned)].reset_index(drop=True)
 
 
@@ -51,9 +52,9 @@ def build_report(results: Path, figures: Path, cfg: dict | None, targets: Path) 
     results, figures = Path(results), Path(figures)
     df = collect(results)
     if df.empty:
-        raise FileNotFoundError(f"no finished runs (metrics.json) under {results}")
+        raise MissingRun(f"no finished runs (metrics.json) under {results}")
     if cfg:
-        df = only_planned(df, cfg)
+        df = only_planned(df, cfg, results)
     atomic_write_text(df.to_csv(index=False), results / "summary.csv")
     agg = aggregate(df)
     curves = histories(df, results, agg)

@@ -29,7 +29,7 @@ def levels_on_grid(w: torch.Tensor, bits: int, bucket_size: int | None, atol: fl
     """Whether every bucket of ``w`` holds only values ``min + k (max - min) / (2^b - 1)``, and the
     largest number of distinct values seen in one bucket."""
     b = to_buckets(w.detach().double(), bucket_size)
-    lo, rng, divisor = bucket_scaling(b)
+    lo, _, divisor = bucket_scaling(b)
     k = (b - lo) / divisor * (2**bits - 1)
     on_grid = bool(((k - k.round()).abs() <= atol).all())
     distinct = max(len(torch.unique(row)) for row in b)

@@ -23,7 +23,8 @@ def resolve_config(given):
     name = given.get("preset", "demo")
     base_file = preset_file(name)
     base = yaml.safe_load(base_file.read_text()) if base_file.exists() else {}
-    source = str(base_file) if base_file.exists() else "config"
+    given_files = [str(f) for f in workflow.configfiles]
+    source = ", ".join(given_files) if given_files else str(base_file)
     try:
         return validate(deep_merge(base, given), source)
     except ConfigError as e:

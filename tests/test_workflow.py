@@ -1,0 +1,127 @@
+"""End to end: the Snakemake workflow on a tiny config in a temporary folder.
+
+Checks the produced summary (one row per planned run, with the result-row fields), the paper-layout
+tables, claims.md, the figures, that a finished DAG has nothing left to do, and that a DAG killed
+half-way finishes with --rerun-incomplete without redoing finished runs.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from conftest import BIN, env, snakemake, workflow_copy
+from qd.config import load_config, planned_runs
+
+ROW_FIELDS = {
+    "task", "dataset", "model", "params", "method", "bits", "bucket", "policy", "seed", "accuracy", "size_fp32",
+    "size_analytic", "huffman_bits_per_weight", "epochs", "reporting_rule", "teacher_id", "config_hash",
+    "code_version", "torch", "python", "device", "wall_time",
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    root = workflow_copy(tmp_path_factory.mktemp("workflow"))
+    proc = snakemake(root, "--cores", "2", "--configfile", "configs/tiny.yaml")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return root
+
+
+def test_summary_has_one_row_per_planned_run(tiny_run):
+    cfg = load_config(tiny_run / "configs" / "tiny.yaml")
+    planned = {r.path for r in planned_runs(cfg)}
+    df = pd.read_csv(tiny_run / "results" / "tiny" / "summary.csv")
+    assert set(df["run"]) == planned
+    assert len(df) == len(planned) == 8  # teacher + fp, distill, pm x 2 buckets, qt, qd, dq at 2 bits
+    assert ROW_FIELDS <= set(df.columns)
+    assert df["accuracy"].between(0, 100).all()
+    # quantized rows: analytic size below fp32, Huffman code at most 2 bits for a 2-bit quantizer
+    q = df[df["bits"].notna()]
+    assert (q["size_analytic"] < q["size_fp32"]).all()
+    assert q.loc[q["method"] != "dq", "huffman_bits_per_weight"].le(2.0).all()
+    # students that read the teacher carry its hash; the others do not
+    assert df.loc[df["method"].isin(["distill", "qd"]), "teacher_id"].notna().all()
+    assert df.loc[df["method"].isin(["fp", "qt"]), "teacher_id"].isna().all()
+
+
+def test_metrics_row_matches_its_folder(tiny_run):
+    run = tiny_run / "results" / "tiny" / "digits" / "student3" / "qd" / "b2-d256" / "seed0"
+    row = json.loads((run / "metrics.json").read_text())
+    assert (row["model"], row["method"], row["bits"], row["bucket"], row["seed"]) == ("student3", "qd", 2, 256, 0)
+    history = pd.read_csv(run / "history.csv")
+    assert list(history["epoch"]) == [1, 2]
+    # the reported accuracy is the final epoch's quantized-weight accuracy
+    assert history["test_accuracy"].iloc[-1] == pytest.approx(row["accuracy"])
+    assert not (run / "checkpoint.pt").exists()
+
+
+def test_tables_claims_and_figures(tiny_run):
+    results, figures = tiny_run / "results" / "tiny", tiny_run / "figures" / "tiny"
+    table = pd.read_csv(results / "tables" / "digits_accuracy.csv", index_col=0)
+    assert "Quantized distillation" in table.index and "PM quantization (no bucket)" in table.index
+    assert list(table.columns) == ["student3 · fp32", "student3 · 2-bit"]
+    cell = table.loc["Quantized distillation", "student3 · 2-bit"]
+    summary = pd.read_csv(results / "summary.csv")
+    acc = summary.loc[(summary["method"] == "qd"), "accuracy"].iloc[0]
+    assert cell.startswith(f"{acc:.2f} · ")
+    claims = (results / "claims.md").read_text()
+    for n in ("| 1 |", "| 3a |", "| 3b |", "| 3c |", "| 5 |", "| 6 |"):
+        assert n in claims
+    assert claims.count("**PASS**") + claims.count("**FAIL**") >= 4
+    for name in ("accuracy_vs_bits", "accuracy_vs_size", "training_curves"):
+        png = (figures / f"digits_{name}.png").read_bytes()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+        assert (figures / f"digits_{name}.pdf").read_bytes()[:4] == b"%PDF"
+
+
+def test_finished_dag_has_nothing_to_do(tiny_run):
+    proc = snakemake(tiny_run, "-n", "--configfile", "configs/tiny.yaml")
+    assert proc.returncode == 0
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+def _finished(results: Path) -> dict[Path, int]:
+    return {p: p.stat().st_mtime_ns for p in results.glob("digits/*/*/*/seed*/metrics.json")}
+
+
+def _marked_incomplete(root: Path) -> set[Path]:
+    """Outputs Snakemake had not yet recorded as complete (base64 names under .snakemake/incomplete)."""
+    import base64
+
+    return {root / base64.b64decode(p.name).decode() for p in (root / ".snakemake" / "incomplete").glob("*")}
+
+
+def test_killed_dag_finishes_with_rerun_incomplete(tmp_path):
+    """SIGKILL the whole DAG once a few runs have finished; the rerun completes them without redoing the
+    runs Snakemake had recorded as finished."""
+    root = workflow_copy(tmp_path)
+    results = root / "results" / "tiny"
+    proc = subprocess.Popen([str(BIN / "snakemake"), "--cores", "2", "--configfile", "configs/tiny.yaml"], cwd=root,
+                            env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    def recorded() -> dict[Path, int]:
+        # a job killed between writing its outputs and Snakemake recording them is still incomplete
+        incomplete = _marked_incomplete(root)
+        return {p: t for p, t in _finished(results).items() if p not in incomplete}
+
+    deadline = time.time() + 300
+    while len(recorded()) < 2 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = recorded()
+    assert 1 <= len(before) < 8, "the DAG must be killed half-way for this test to mean anything"
+    # a killed Snakemake leaves its lock behind: the documented recovery is --unlock, then --rerun-incomplete
+    assert snakemake(root, "--unlock", "--configfile", "configs/tiny.yaml").returncode == 0
+    rerun = snakemake(root, "--cores", "2", "--configfile", "configs/tiny.yaml", "--rerun-incomplete")
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    after = _finished(results)
+    assert len(after) == 8
+    assert all(after[p] == t for p, t in before.items()), "a finished run was redone"
+    assert len(pd.read_csv(results / "summary.csv")) == 8
