@@ -23,7 +23,8 @@ import yaml
 from qd.errors import ConfigError
 from qd.methods.registry import BUILTIN, MethodInfo, method_info
 
-SCHEMA_PATH = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml"
+ROOT = Path(__file__).resolve().parents[1]
+SCHEMA_PATH = ROOT / "workflow" / "schemas" / "config.schema.yaml"
 FP_VARIANT = "fp32"
 TEACHER_METHOD = "fp"
 _VARIANT = re.compile(r"^b(?P<bits>\d+)-(?:d(?P<bucket>\d+)|(?P<nobucket>nobucket))$")
@@ -97,12 +98,34 @@ def validate(config: dict, source: str = "config") -> dict:
     return cfg
 
 
-def load_config(path: str | Path, overrides: dict | None = None) -> dict:
-    """Read a YAML config, apply ``overrides`` (deep-merged) and validate it."""
-    path = Path(path)
+def preset_file(name: str) -> Path:
+    """``config/config.yaml`` for the demo, ``config/presets/<name>.yaml`` otherwise."""
+    return ROOT / "config" / ("config.yaml" if name == "demo" else f"presets/{name}.yaml")
+
+
+def with_base(cfg: dict, seen: tuple = ()) -> dict:
+    """``cfg`` merged over the preset its ``base`` key names (recursively), without the ``base`` key."""
+    if "base" not in cfg:
+        return cfg
+    name = cfg["base"]
+    path = preset_file(name)
+    if name in seen or not path.exists():
+        why = "a cycle" if name in seen else f"no such preset ({path} does not exist)"
+        raise ConfigError([f"base: {name!r} is {why}"])
+    base = with_base(yaml.safe_load(path.read_text()) or {}, seen + (name,))
+    return deep_merge(base, {k: v for k, v in cfg.items() if k != "base"})
+
+
+def read_yaml(path: Path) -> dict:
     if not path.exists():
         raise ConfigError([f"config file {path} does not exist"], str(path))
-    cfg = yaml.safe_load(path.read_text()) or {}
+    return yaml.safe_load(path.read_text()) or {}
+
+
+def load_config(path: str | Path, overrides: dict | None = None) -> dict:
+    """Read a YAML config (with its ``base`` preset), apply ``overrides`` (deep-merged) and validate it."""
+    path = Path(path)
+    cfg = with_base(read_yaml(path))
     if overrides:
         cfg = deep_merge(cfg, overrides)
     return validate(cfg, str(path))

@@ -5,7 +5,8 @@ Where the data may be, looked for in this order under ``dataset.root``:
 1. ``cifar-10-batches-py/``: the official Python release (what ``torchvision.datasets.CIFAR10``
    downloads), every file checked against its published MD5;
 2. ``cifar10/{train,test}/<class>/*.jpg|png``: an ImageFolder tree of image files;
-3. ``cifar10-jpeg.tar.gz``: an archive of that tree, checked against its SHA-256, then extracted;
+3. ``cifar10-jpeg.tar.gz``: an archive of that tree, checked against its SHA-256 and read through a
+   temporary extraction (the data root may be read-only);
 4. with ``dataset.download: true``, the official archive from the University of Toronto, checked
    against its MD5 and extracted to (1).
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import pickle
 import tarfile
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -100,9 +102,12 @@ def read_image(path: Path) -> np.ndarray:
         return np.asarray(im.convert("RGB"))
 
 
-def extract(archive: Path, root: Path) -> None:
-    with tarfile.open(archive) as tar:
-        tar.extractall(root, filter="data")
+def read_image_archive(archive: Path) -> tuple[tuple, tuple]:
+    """Train and test images of an archive of the image-folder tree, extracted to a temporary folder."""
+    with tempfile.TemporaryDirectory() as tmp, tarfile.open(archive) as tar:
+        tar.extractall(tmp, filter="data")
+        folder = Path(tmp) / "cifar10"
+        return read_image_folder(folder / "train"), read_image_folder(folder / "test")
 
 
 def download_official(root: Path, url: str = OFFICIAL_URL, md5: str = OFFICIAL_MD5) -> None:
@@ -124,8 +129,7 @@ def locate(root: Path, download: bool) -> str:
         return "images"
     if (root / IMAGE_ARCHIVE).exists():
         verify(root / IMAGE_ARCHIVE, "sha256", IMAGE_ARCHIVE_SHA256, "Replace the archive with a good copy.")
-        extract(root / IMAGE_ARCHIVE, root)
-        return "images"
+        return "archive"
     if download:
         download_official(root)
         return "release"
@@ -143,6 +147,8 @@ def load_cifar10(root: Path, download: bool) -> tuple[tuple, tuple, str]:
         train = read_batches(folder, [f"data_batch_{i}" for i in range(1, 6)], BATCH_MD5)
         test = read_batches(folder, ["test_batch"], BATCH_MD5)
         return train, test, str(folder)
+    if layout == "archive":
+        return *read_image_archive(root / IMAGE_ARCHIVE), str(root / IMAGE_ARCHIVE)
     folder = root / "cifar10"
     return read_image_folder(folder / "train"), read_image_folder(folder / "test"), str(folder)
 

@@ -6,27 +6,19 @@ import json
 import sys
 from pathlib import Path
 
-import yaml
-
 sys.path.insert(0, workflow.basedir)
-from qd.config import (ConfigError, RunId, deep_merge, planned_runs, run_spec, source_run, teacher_run,
-                       validate, info)
-
-
-def preset_file(name):
-    if name == "demo":
-        return Path(workflow.basedir) / "config" / "config.yaml"
-    return Path(workflow.basedir) / "config" / "presets" / f"{name}.yaml"
+from qd.config import (ConfigError, RunId, deep_merge, info, planned_runs, preset_file, read_yaml, run_spec,
+                       source_run, teacher_run, validate, with_base)
 
 
 def resolve_config(given):
+    """The preset `given` names (demo by default) with the given values merged on top, validated."""
     name = given.get("preset", "demo")
-    base_file = preset_file(name)
-    base = yaml.safe_load(base_file.read_text()) if base_file.exists() else {}
     given_files = [str(f) for f in workflow.configfiles]
-    source = ", ".join(given_files) if given_files else str(base_file)
+    source = ", ".join(given_files) if given_files else str(preset_file(name))
     try:
-        return validate(deep_merge(base, given), source)
+        base = with_base(read_yaml(preset_file(name))) if preset_file(name).exists() else {}
+        return validate(deep_merge(base, with_base(dict(given))), source)
     except ConfigError as e:
         sys.exit(f"qd-repro: {e}")
 
