@@ -125,3 +125,15 @@ def test_killed_dag_finishes_with_rerun_incomplete(tmp_path):
     assert len(after) == 8
     assert all(after[p] == t for p, t in before.items()), "a finished run was redone"
     assert len(pd.read_csv(results / "summary.csv")) == 8
+
+
+def test_html_report_has_a_caption_for_every_table_and_figure(tiny_run):
+    proc = snakemake(tiny_run, "--configfile", "configs/tiny.yaml", "--report", "report.html")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    html = (tiny_run / "report.html").read_text()
+    captions = sorted((tiny_run / "workflow" / "report").glob("*.rst"))
+    assert len(captions) >= 7
+    for rst in captions:
+        if rst.name != "workflow.rst":
+            first_words = " ".join(rst.read_text().split()[:5])
+            assert first_words in html, f"caption {rst.name} missing from the report"

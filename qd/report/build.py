@@ -8,6 +8,7 @@ import pandas as pd
 from qd.config import planned_runs
 from qd.errors import MissingRun
 from qd.io import atomic_write_text
+from qd.methods.registry import BUILTIN
 from qd.report import report_files
 from qd.report.checks import claim_gaussian_noise, claim_uniform_levels
 from qd.report.claims import check_claims, claims_markdown
@@ -29,6 +30,9 @@ def histories(df: pd.DataFrame, results: Path, agg: pd.DataFrame) -> pd.DataFram
     labels = agg.set_index(["task", "model", "method", "bits", "bucket"])["label"]
     frames = []
     first = df[df["seed"] == df.groupby(["task", "model", "method", "bits", "bucket"], dropna=False)["seed"].transform("min")]
+    rank = {m: i for i, m in enumerate(BUILTIN)}
+    first = first.iloc[sorted(range(len(first)), key=lambda i: (rank.get(first["method"].iloc[i], len(rank)),
+                                                               first["bits"].fillna(0).iloc[i]))]
     for r in first.itertuples():
         path = results / r.run / "history.csv"
         h = pd.read_csv(path) if path.exists() and path.stat().st_size > 1 else pd.DataFrame()

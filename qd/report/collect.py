@@ -41,4 +41,8 @@ def aggregate(df: pd.DataFrame) -> pd.DataFrame:
     out = out.reset_index()
     buckets = df.groupby("method")["bucket"].apply(lambda s: set(s.fillna(-1).tolist())).to_dict()
     out["label"] = [method_label(m, b, buckets[m]) for m, b in zip(out["method"], out["bucket"])]
-    return out
+    # tables and legends list methods in the registry's order (baselines first), then bits
+    rank = {m: i for i, m in enumerate(BUILTIN)}
+    out["_rank"] = out["method"].map(lambda m: rank.get(m, len(rank)))
+    out = out.sort_values(["task", "_rank", "label", "model", "bits"], na_position="first", kind="stable")
+    return out.drop(columns="_rank").reset_index(drop=True)

@@ -9,6 +9,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 PALETTE = {
     "FP normal": "#7f7f7f",
@@ -67,7 +68,7 @@ def accuracy_vs_bits(agg: pd.DataFrame, task: str, teacher: str, students: list[
     axes[0][0].set_ylabel("test accuracy (%)")
     handles, labels = axes[0][-1].get_legend_handles_labels()
     fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=4)
-    fig.suptitle(f"{task}: accuracy of quantized students by bit width")
+    fig.suptitle(f"{task}: accuracy of quantized students by bit width", y=1.03)
     return _save(fig, stem)
 
 
@@ -95,7 +96,8 @@ def accuracy_vs_size(agg: pd.DataFrame, task: str, teacher: str, stem: Path) -> 
                        marker=MARKERS[models.index(r.model) % len(MARKERS)], s=28, zorder=3)
         ax.scatter([], [], color=_color(label, i), marker="o", label=label)
     for j, m in enumerate(models):
-        ax.scatter([], [], color="gray", marker=MARKERS[j % len(MARKERS)], label=m)
+        if m != teacher:
+            ax.scatter([], [], color="gray", marker=MARKERS[j % len(MARKERS)], label=m)
     front = pareto_front(a["size_analytic_mean"] / 1e3, a["accuracy_mean"])
     ax.step(front["size"], front["acc"], where="post", color="k", lw=0.8, alpha=0.6, label="Pareto front")
     ax.set_xscale("log")
@@ -118,8 +120,9 @@ def training_curves(histories: pd.DataFrame, task: str, students: list[str], ste
             ax.plot(g["epoch"], g["test_accuracy"], color=_color(label, i), ls=ls, lw=1.2, label=name)
         ax.set_title(s)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes[0][0].set_ylabel("test accuracy (%)")
     handles, labels = axes[0][-1].get_legend_handles_labels()
     fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=4)
-    fig.suptitle(f"{task}: training curves (quantized weights evaluated every epoch)")
+    fig.suptitle(f"{task}: training curves (quantized weights evaluated every epoch)", y=1.03)
     return _save(fig, stem)
