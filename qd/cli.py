@@ -71,14 +71,17 @@ def _spec_from_config(args) -> tuple[dict, Path, Path, Path | None, Path | None]
 
 
 def cmd_train(args) -> int:
-    from qd.run import execute
+    from qd.gpu_slots import gpu_slot
 
     if args.spec:
         spec = json.loads(args.spec)
         out, data, teacher, source = Path(args.out), Path(args.data), args.teacher, args.source
     else:
         spec, out, data, teacher, source = _spec_from_config(args)
-    row = execute(spec, out, data, teacher, source)
+    with gpu_slot(spec["train"]["device"]):  # one GPU per job on a multi-GPU machine, before CUDA starts
+        from qd.run import execute
+
+        row = execute(spec, out, data, teacher, source)
     print(f"{spec['run']}: accuracy {row['accuracy']:.2f}%, size {row['size_analytic'] / 1e6:.4f} MB "
           f"(fp32 {row['size_fp32'] / 1e6:.4f} MB) -> {out}", file=sys.stderr)
     return 0
