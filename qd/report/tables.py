@@ -20,8 +20,9 @@ def human_bytes(n: float) -> str:
 
 
 def mean_std(mean: float, std: float, n: int, digits: int = 2) -> str:
+    """``mean ± std (n=k)`` over k seeds, or the single value."""
     if n > 1 and not math.isnan(std):
-        return f"{mean:.{digits}f} ± {std:.{digits}f}"
+        return f"{mean:.{digits}f} ± {std:.{digits}f} (n={n})"
     return f"{mean:.{digits}f}"
 
 
