@@ -4,6 +4,7 @@
     qd data     --config config/config.yaml --task digits   # prepare a task's dataset
     qd train    --config config/config.yaml --task digits --model student1 --method qd --bits 4
     qd evaluate --run results/demo/digits/student1/qd/b4-d256/seed0
+    qd load     results/demo/digits/student1/qd/b4-d256/seed0/model.qda  # the compressed file
     qd report   --config config/config.yaml                 # summary, tables, claims, figures
 
 The workflow calls the same subcommands with ``--spec`` (a run's resolved spec as JSON) instead of
@@ -87,22 +88,67 @@ def cmd_train(args) -> int:
     return 0
 
 
-def cmd_evaluate(args) -> int:
-    import torch
-
+def _evaluate_model(model, data: Path) -> None:
     from qd.data import load_splits
     from qd.evaluate import classify
-    from qd.run import load_run_model
 
-    run_dir = Path(args.run)
-    saved = torch.load(run_dir / "model.pt", weights_only=False)
-    preset_root = run_dir.parents[4]
-    data = Path(args.data) if args.data else _data_path(preset_root, saved["spec"]["task"])
     splits = load_splits(data)
-    model = load_run_model(run_dir)
     for split in ("val", "test"):
         r = classify(model, *splits.split(split))
         print(f"{split}: accuracy {r['accuracy']:.2f}% top5 {r['top5']:.2f}% loss {r['loss']:.4f}")
+
+
+def cmd_evaluate(args) -> int:
+    from qd.run import ARTEFACT, model_from_artefact
+
+    run_dir = Path(args.run)
+    model, _, header = model_from_artefact(run_dir / ARTEFACT)
+    data = Path(args.data) if args.data else _data_path(run_dir.parents[4], header["task"])
+    _evaluate_model(model, data)
+    return 0
+
+
+def cmd_export(args) -> int:
+    """Write a finished run's compressed model to another file (re-encoded from what it holds)."""
+    from qd.artefact import export_artefact, load_artefact
+    from qd.run import ARTEFACT
+
+    state, codes, header = load_artefact(Path(args.run) / ARTEFACT)
+    size = export_artefact(args.out, state, codes, header)
+    print(f"{args.out}: {size:,} bytes, {len(codes)} quantized tensors")
+    return 0
+
+
+def cmd_load(args) -> int:
+    """Read an artefact back into a model: what it holds, its sizes, and (with --data) its accuracy."""
+    from qd.run import model_from_artefact
+    from qd.size import model_sizes
+
+    model, codes, header = model_from_artefact(args.file)
+    sizes = model_sizes(dict(model.named_parameters()), codes)
+    print(f"{args.file}: run {header.get('run', '?')}, {sizes['params']:,} parameters "
+          f"({sizes['quantized_params']:,} quantized in {len(codes)} tensors)")
+    print(f"size: {Path(args.file).stat().st_size:,} bytes on disk, {sizes['size_analytic']:,.0f} by the paper's "
+          f"formula, {sizes['size_fp32']:,} in fp32")
+    if args.data:
+        _evaluate_model(model, Path(args.data))
+    return 0
+
+
+def cmd_latency(args) -> int:
+    """Time the paper's deep and shallow architectures (qd/speed.py) into a CSV."""
+    import pandas as pd
+
+    from qd.io import atomic_write_text
+    from qd.run import resolve_device
+    from qd.speed import depth_latency
+
+    rows = depth_latency(args.batch, args.image_size, args.warmup, args.repeats, args.threads,
+                         resolve_device(args.device))
+    atomic_write_text(pd.DataFrame(rows).to_csv(index=False), args.out)
+    for r in rows:
+        print(f"{r['group']:9s} {r['model']:12s} depth {r['depth']:3d}: {r['median_ms']:9.2f} ms "
+              f"({r['relative_time']:.2f}x the deepest)", file=sys.stderr)
     return 0
 
 
@@ -158,6 +204,26 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--run", required=True)
     ev.add_argument("--data")
     ev.set_defaults(func=cmd_evaluate)
+
+    lat = sub.add_parser("latency", help="time deep vs shallow architectures (the paper's speed claim)")
+    lat.add_argument("--out", required=True, help="CSV file to write")
+    lat.add_argument("--batch", type=int, default=1)
+    lat.add_argument("--image-size", type=int, default=224)
+    lat.add_argument("--warmup", type=int, default=2)
+    lat.add_argument("--repeats", type=int, default=5)
+    lat.add_argument("--threads", type=int, default=1)
+    lat.add_argument("--device", default="auto")
+    lat.set_defaults(func=cmd_latency)
+
+    exp = sub.add_parser("export", help="write a finished run's compressed model file elsewhere")
+    exp.add_argument("--run", required=True)
+    exp.add_argument("--out", required=True)
+    exp.set_defaults(func=cmd_export)
+
+    load = sub.add_parser("load", help="load a compressed model file: contents, sizes, accuracy with --data")
+    load.add_argument("file")
+    load.add_argument("--data", help="a prepared split (results/<preset>/<task>/data/split.pt) to evaluate on")
+    load.set_defaults(func=cmd_load)
 
     rep = sub.add_parser("report", help="summary.csv, tables, claims.md and figures from finished runs")
     rep.add_argument("--config")

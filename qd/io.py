@@ -36,8 +36,12 @@ def atomic_save(obj, path: str | Path) -> None:
     _atomic(path, lambda f: torch.save(obj, f))
 
 
+def atomic_write_bytes(data: bytes, path: str | Path) -> None:
+    _atomic(path, lambda f: f.write(data))
+
+
 def atomic_write_text(text: str, path: str | Path) -> None:
-    _atomic(path, lambda f: f.write(text.encode()))
+    atomic_write_bytes(text.encode(), path)
 
 
 def atomic_write_json(obj, path: str | Path) -> None:

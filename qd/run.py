@@ -1,7 +1,8 @@
 """One run, end to end: build the context, call the method, evaluate the quantized result, write the row.
 
-A run folder ends up holding ``model.pt`` (the final weights: the quantized ones for a quantized
-method), ``history.csv`` (one row per epoch), ``metrics.json`` (the result row) and the job's log.
+A run folder ends up holding ``model.qda`` (the compressed artefact of the final weights: Huffman-coded
+level indices for a quantized method; every later stage loads the model from it), ``history.csv`` (one
+row per epoch), ``metrics.json`` (the result row) and the job's log.
 The rolling checkpoint ``checkpoint.pt`` lives beside them while the run trains and is removed once
 the outputs are written; the outputs are written last, each atomically.
 
@@ -21,12 +22,14 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from qd.artefact import export_artefact, load_artefact
 from qd.config import spec_hash
 from qd.data import Splits, load_splits
 from qd.distill import distillation_loss
 from qd.errors import MissingRun
 from qd.evaluate import classify
-from qd.io import atomic_save, atomic_write_json, atomic_write_text
+from qd.io import atomic_write_json, atomic_write_text
+from qd.latency import measure_latency
 from qd.methods import load_method
 from qd.models import build_model, count_parameters
 from qd.policy import QuantPolicy, quantized_names
@@ -38,6 +41,7 @@ from qd.train import Fit, run_epochs
 
 REPORTING_RULE = "final epoch, quantized weights"
 CHECKPOINT = "checkpoint.pt"
+ARTEFACT = "model.qda"
 
 
 @dataclass
@@ -60,7 +64,7 @@ class RunContext:
     run_dir: Path
     teacher: nn.Module | None = None
     source: nn.Module | None = None
-    teacher_file: Path | None = None  # the teacher's model.pt, hashed into the row's teacher_id
+    teacher_file: Path | None = None  # the teacher's artefact, hashed into the row's teacher_id
 
     # ---- models
     def new_model(self) -> nn.Module:
@@ -138,15 +142,20 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def model_from_artefact(path: str | Path, device: torch.device | str = "cpu") -> tuple[nn.Module, dict, dict]:
+    """``(model, codes, header)`` from a compressed artefact: the model holds exactly the saved weights."""
+    state_dict, codes, header = load_artefact(path)
+    model = build_model(header["model"], **header["shape"])
+    model.load_state_dict(state_dict)
+    return model.to(device).eval(), codes, header
+
+
 def load_run_model(run_dir: str | Path, device: torch.device | str = "cpu") -> nn.Module:
     """The final model of a finished run folder, in eval mode."""
-    path = Path(run_dir) / "model.pt"
+    path = Path(run_dir) / ARTEFACT
     if not path.exists():
         raise MissingRun(f"{path} does not exist: the run {run_dir} has not finished")
-    saved = torch.load(path, map_location=device, weights_only=False)
-    model = build_model(saved["model"], **saved["shape"])
-    model.load_state_dict(saved["state_dict"])
-    return model.to(device).eval()
+    return model_from_artefact(path, device)[0]
 
 
 def _splits_on(splits: Splits, device: torch.device) -> Splits:
@@ -165,13 +174,14 @@ def execute(spec: dict, out_dir: str | Path, data: str | Path, teacher_dir=None,
     if spec["method"]["needs_teacher"]:
         teacher_dir = _required(teacher_dir, "teacher", spec)
         ctx.teacher = load_run_model(teacher_dir, device)
-        ctx.teacher_file = teacher_dir / "model.pt"
+        ctx.teacher_file = teacher_dir / ARTEFACT
     if spec["method"]["source"]:
         ctx.source = load_run_model(_required(source_dir, "source", spec), device)
     result: RunResult = load_method(spec["method"]["entry"])(ctx)
     result.model.eval()
-    row = result_row(ctx, result, time.perf_counter() - started)
-    write_outputs(out_dir, ctx, result, row)
+    size_on_disk = write_artefact(out_dir / ARTEFACT, ctx, result)
+    row = result_row(ctx, result, size_on_disk, time.perf_counter() - started)
+    write_outputs(out_dir, result, row)
     return row
 
 
@@ -181,7 +191,36 @@ def _required(path, role: str, spec: dict) -> Path:
     return Path(path)
 
 
-def result_row(ctx: RunContext, result: RunResult, wall_time: float) -> dict:
+def artefact_header(ctx: RunContext) -> dict:
+    """What rebuilds the model, and which run it is (the full spec stays in metrics.json: a few kB of
+    JSON would outweigh a small quantized model)."""
+    spec = ctx.spec
+    return {"model": spec["model"], "shape": _shape(ctx.splits), "run": spec["run"], "task": spec["task"],
+            "method": spec["method"]["name"], "bits": spec["method"]["bits"],
+            "bucket_size": spec["method"]["bucket_size"]}
+
+
+def write_artefact(path: Path, ctx: RunContext, result: RunResult) -> int:
+    """Export the final weights and check that the file loads back to them bit for bit; its size."""
+    state = {k: v.detach().cpu() for k, v in result.model.state_dict().items()}
+    size = export_artefact(path, state, result.codes, artefact_header(ctx))
+    loaded, _, _ = load_artefact(path)
+    if loaded.keys() != state.keys() or not all(torch.equal(loaded[k], state[k]) for k in state):
+        path.unlink()
+        raise RuntimeError(f"{path}: the artefact does not load back to the evaluated weights")
+    return size
+
+
+def latency(ctx: RunContext, model: nn.Module) -> dict:
+    """Forward-pass latency of the final model on a batch of test images, on the run's device."""
+    cfg = ctx.spec["evaluation"]["latency"]
+    x = ctx.splits.test[0][: cfg["batch_size"]]
+    m = measure_latency(model, x, warmup=cfg["warmup"], repeats=cfg["repeats"], threads=ctx.spec["train"]["threads"])
+    return {"latency_device": m["device"], "latency_batch": m["batch"], "latency_threads": m["threads"],
+            "latency_median_ms": m["median_ms"], "latency_iqr_ms": m["iqr_ms"], "latency_repeats": m["repeats"]}
+
+
+def result_row(ctx: RunContext, result: RunResult, size_on_disk: int, wall_time: float) -> dict:
     spec, model = ctx.spec, result.model
     bs = spec["evaluation"]["batch_size"]
     test = classify(model, *ctx.splits.test, bs)
@@ -198,6 +237,7 @@ def result_row(ctx: RunContext, result: RunResult, wall_time: float) -> dict:
         "val_accuracy": val["accuracy"],
         **{k: sizes[k] for k in ("quantized_params", "fp_params", "n_buckets", "size_fp32")},
         "size_analytic": sizes["size_analytic"] if quantized else sizes["size_fp32"],
+        "size_on_disk": size_on_disk,
         "huffman_bits_per_weight": sizes["huffman_bits_per_weight"] if quantized else None,
         "entropy_bits_per_weight": sizes["entropy_bits_per_weight"] if quantized else None,
         "epochs": len(result.history),
@@ -207,6 +247,7 @@ def result_row(ctx: RunContext, result: RunResult, wall_time: float) -> dict:
         "teacher_id": file_id(ctx.teacher_file) if ctx.teacher_file else None,
         "config_hash": spec_hash(spec),
         **environment(ctx.device),
+        **latency(ctx, model),
         "wall_time": wall_time,
         **result.extra,
     }
@@ -226,11 +267,8 @@ def history_csv(history: list[dict]) -> str:
     return buf.getvalue()
 
 
-def write_outputs(out_dir: Path, ctx: RunContext, result: RunResult, row: dict) -> None:
-    """Write the declared outputs (metrics.json last) and drop the rolling checkpoint."""
-    atomic_save({"model": ctx.spec["model"], "shape": _shape(ctx.splits),
-                 "state_dict": {k: v.cpu() for k, v in result.model.state_dict().items()},
-                 "spec": ctx.spec}, out_dir / "model.pt")
+def write_outputs(out_dir: Path, result: RunResult, row: dict) -> None:
+    """Write the remaining declared outputs (metrics.json last) and drop the rolling checkpoint."""
     atomic_write_text(history_csv(result.history), out_dir / "history.csv")
     atomic_write_json(row, out_dir / "metrics.json")
     (out_dir / CHECKPOINT).unlink(missing_ok=True)

@@ -15,12 +15,13 @@ import pytest
 import torch
 
 from conftest import BIN, ROOT, env, qd
+from qd.artefact import load_artefact
 from qd.config import RunId, load_config, run_spec, teacher_run
 from qd.data import prepare, save_splits
 from qd.run import execute
 
 TINY = ROOT / "tests" / "configs" / "tiny.yaml"
-TIMING = {"wall_time"}  # fields allowed to differ between identical runs
+TIMING = {"wall_time", "latency_median_ms", "latency_iqr_ms"}  # timings differ between identical runs
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +60,7 @@ def _train_cmd(spec, out, data, root):
 
 
 def _state(out: Path) -> dict:
-    return torch.load(out / "model.pt", weights_only=False)["state_dict"]
+    return load_artefact(out / "model.qda")[0]
 
 
 def test_same_seed_gives_identical_results(prepared):
@@ -130,7 +131,7 @@ def test_non_finite_loss_stops_with_run_epoch_and_step(prepared, tmp_path):
     msg = proc.stderr.strip().splitlines()[-1]
     assert msg.startswith("qd: run digits/student3/fp/fp32/seed0: loss became nan at epoch 1, step ")
     assert "Traceback" not in proc.stderr
-    assert not (out / "metrics.json").exists() and not (out / "model.pt").exists()
+    assert not (out / "metrics.json").exists() and not (out / "model.qda").exists()
 
 
 def test_missing_teacher_run_is_named(prepared, tmp_path):
@@ -139,5 +140,5 @@ def test_missing_teacher_run_is_named(prepared, tmp_path):
     proc = qd("train", "--spec", json.dumps(spec), "--data", str(data), "--out", str(tmp_path / "o"),
               "--teacher", str(tmp_path / "nowhere"))
     assert proc.returncode == 1
-    assert f"{tmp_path / 'nowhere' / 'model.pt'} does not exist" in proc.stderr
+    assert f"{tmp_path / 'nowhere' / 'model.qda'} does not exist" in proc.stderr
     assert not (tmp_path / "o" / "metrics.json").exists()

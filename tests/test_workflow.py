@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import BIN, env, snakemake, workflow_copy
+from conftest import BIN, env, qd, snakemake, workflow_copy
 from qd.config import load_config, planned_runs
 
 ROW_FIELDS = {
@@ -137,3 +137,33 @@ def test_html_report_has_a_caption_for_every_table_and_figure(tiny_run):
         if rst.name != "workflow.rst":
             first_words = " ".join(rst.read_text().split()[:5])
             assert first_words in html, f"caption {rst.name} missing from the report"
+
+
+def test_compressed_file_is_the_reported_model(tiny_run, tmp_path):
+    """model.qda: its size is the row's size_on_disk, `qd load` evaluates it to the reported accuracy,
+    and `qd export` writes the same bytes again."""
+    results = tiny_run / "results" / "tiny"
+    run = results / "digits" / "student3" / "qd" / "b2-d256" / "seed0"
+    row = json.loads((run / "metrics.json").read_text())
+    artefact = run / "model.qda"
+    assert row["size_on_disk"] == artefact.stat().st_size
+    assert row["size_on_disk"] < row["size_fp32"]
+    loaded = qd("load", str(artefact), "--data", str(results / "digits" / "data" / "split.pt"))
+    assert loaded.returncode == 0, loaded.stderr
+    assert f"test: accuracy {row['accuracy']:.2f}%" in loaded.stdout
+    assert f"{row['quantized_params']:,} quantized" in loaded.stdout
+    out = tmp_path / "copy.qda"
+    assert qd("export", "--run", str(run), "--out", str(out)).returncode == 0
+    assert out.read_bytes() == artefact.read_bytes()
+
+
+def test_latency_columns_and_depth_table(tiny_run):
+    results = tiny_run / "results" / "tiny"
+    df = pd.read_csv(results / "summary.csv")
+    assert (df["latency_median_ms"] > 0).all() and (df["latency_batch"] == 16).all()
+    assert (df["latency_repeats"] == 3).all()
+    depth = pd.read_csv(results / "tables" / "latency_depth.csv")
+    assert list(depth.loc[depth["group"] == "imagenet", "model"]) == ["ResNet-34", "ResNet-18", "2xResNet-18"]
+    assert (depth["median_ms"] > 0).all()
+    claims = (results / "claims.md").read_text()
+    assert "| 2a |" in claims and "| 2b |" in claims

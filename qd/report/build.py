@@ -11,9 +11,9 @@ from qd.io import atomic_write_text
 from qd.methods.registry import BUILTIN
 from qd.report import report_files
 from qd.report.checks import claim_gaussian_noise, claim_uniform_levels
-from qd.report.claims import check_claims, claims_markdown
+from qd.report.claims import check_claims, claim_depth_speed, claims_markdown
 from qd.report.collect import aggregate, collect
-from qd.report.figures import accuracy_vs_bits, accuracy_vs_size, training_curves
+from qd.report.figures import accuracy_vs_bits, accuracy_vs_size, latency_vs_depth, training_curves
 from qd.report.tables import accuracy_table, paper_comparison, read_targets, size_table, write_table
 
 def only_planned(df: pd.DataFrame, cfg: dict, results: Path) -> pd.DataFrame:
@@ -64,6 +64,7 @@ def build_report(results: Path, figures: Path, cfg: dict | None, targets: Path) 
     curves = histories(df, results, agg)
     paper = read_targets(targets)
     report_cfg = (cfg or {}).get("report", {"match_tolerance": 2.0, "competitive_tolerance": 1.0})
+    speed_claims = depth_outputs(results, figures)
     per_task = {}
     for task in df["task"].unique():
         teacher, students = _roles(df, task)
@@ -74,11 +75,15 @@ def build_report(results: Path, figures: Path, cfg: dict | None, targets: Path) 
         write_table(accuracy_table(agg, task, students), tables / f"{task}_accuracy",
                     f"{task}: test accuracy (%) and model size",
                     "Rows are methods, columns student x bits; each cell is the test accuracy of the final "
-                    "quantized weights (mean ± std over seeds where there are several) and the size by the "
-                    "paper's formula. Teacher: " + _teacher_line(agg, task, teacher))
-        write_table(size_table(agg, task), tables / f"{task}_sizes", f"{task}: model sizes",
-                    "fp32 size, size by the paper's formula (Huffman-coded level indices + two fp32 scalars per "
-                    "bucket + fp32 for unquantized tensors) and the Huffman mean code length.", index=False)
+                    "quantized weights (mean ± std over seeds where there are several) and the size of the "
+                    "compressed model file on disk (tables/*_sizes.md puts the paper's formula beside it). "
+                    "Teacher: " + _teacher_line(agg, task, teacher))
+        write_table(size_table(agg, task), tables / f"{task}_sizes", f"{task}: model sizes and latency",
+                    "fp32 size; the paper's formula (Huffman-coded level indices + two fp32 scalars per bucket + "
+                    "fp32 for unquantized parameters); the bytes of the compressed file on disk (the same plus "
+                    "code table, headers, point tables and BatchNorm statistics); the Huffman mean code length; "
+                    "forward latency of the final model (simulated quantization: fp32 arithmetic, so a quantized "
+                    "model runs at its architecture's fp32 speed).", index=False)
         write_table(paper_comparison(agg, paper, dataset, task), tables / f"{task}_paper",
                     f"{task}: the paper's numbers beside ours",
                     f"Rows are the paper's published cells for dataset `{dataset}` (config/paper_targets.csv; NR = "
@@ -86,7 +91,7 @@ def build_report(results: Path, figures: Path, cfg: dict | None, targets: Path) 
         runs = list(df.loc[df["task"] == task, "run"])
         first_student = students[0]
         distilled = df[(df["task"] == task) & (df["model"] == first_student) & (df["method"] == "distill")]
-        extra = [claim_uniform_levels(results, runs)]
+        extra = [claim_uniform_levels(results, runs), *speed_claims]
         if not distilled.empty:
             extra.append(claim_gaussian_noise(results / distilled["run"].iloc[0], results / task / "data" / "split.pt"))
         per_task[task] = check_claims(agg, task, teacher, students, report_cfg, extra)
@@ -95,7 +100,23 @@ def build_report(results: Path, figures: Path, cfg: dict | None, targets: Path) 
         training_curves(curves, task, students, figures / f"{task}_training_curves")
     preset = df["preset"].iloc[0]
     atomic_write_text(claims_markdown(per_task, preset), results / "claims.md")
-    return report_files(results, figures, list(per_task))
+    return report_files(results, figures, list(per_task), bool(speed_claims))
+
+
+def depth_outputs(results: Path, figures: Path) -> list:
+    """Table, figure and claim 2 from ``latency_depth.csv`` when the depth timing ran."""
+    path = results / "latency_depth.csv"
+    if not path.exists():
+        return []
+    lat = pd.read_csv(path)
+    table = lat[["group", "model", "depth", "width", "params", "median_ms", "iqr_ms", "relative_time",
+                 "paper_seconds", "device", "threads", "batch"]]
+    write_table(table, results / "tables" / "latency_depth", "Latency against depth",
+                "Median forward-pass time on this machine (IQR over repeats); relative_time is against the "
+                "deepest model of each group; paper_seconds is the paper's ImageNet test-set time on 4 GPUs.",
+                index=False)
+    latency_vs_depth(lat, figures / "latency_depth")
+    return claim_depth_speed(lat)
 
 
 

@@ -12,17 +12,11 @@ from pathlib import Path
 import torch
 
 from qd.data import load_splits
-from qd.policy import QuantPolicy, quantized_names
 from qd.quant import bucket_scaling, quantize_uniform, to_buckets
 from qd.report.claims import FAIL, NOT_TESTED, PASS, Claim
-from qd.run import load_run_model
+from qd.run import ARTEFACT, load_run_model, model_from_artefact
 
 UNIFORM_METHODS = ("pm", "qt", "qd")
-
-
-def _policy(spec: dict) -> QuantPolicy:
-    q = spec["quant"]
-    return QuantPolicy(q["policy"], q["keep_first_last"], q["biases"], q["norm"], q["embeddings"])
 
 
 def levels_on_grid(w: torch.Tensor, bits: int, bucket_size: int | None, atol: float = 1e-3) -> tuple[bool, int]:
@@ -41,14 +35,12 @@ def claim_uniform_levels(results: Path, runs: list[str]) -> Claim:
               "every quantized tensor of every PM/QT/QD model holds at most 2^bits evenly spaced values per bucket")
     checked, bad = 0, []
     for run in runs:
-        saved = torch.load(results / run / "model.pt", weights_only=False)
-        spec = saved["spec"]
-        if spec["method"]["name"] not in UNIFORM_METHODS:
+        model, codes, header = model_from_artefact(results / run / ARTEFACT)
+        if header["method"] not in UNIFORM_METHODS:
             continue
-        model = load_run_model(results / run)
         params = dict(model.named_parameters())
-        bits, bucket = spec["method"]["bits"], spec["method"]["bucket_size"]
-        for name in quantized_names(model, _policy(spec)):
+        bits, bucket = header["bits"], header["bucket_size"]
+        for name in codes:  # the tensors the file stores quantized
             on_grid, distinct = levels_on_grid(params[name], bits, bucket)
             checked += 1
             if not on_grid or distinct > 2**bits:
@@ -81,7 +73,7 @@ def claim_gaussian_noise(run_dir: Path, data: Path, bits_list=(2, 4, 8), draws: 
                    "that depends on the number of levels.",
               "stochastic uniform quantization of the first fully connected layer of the distilled student: output "
               "error over draws has |skewness| < 0.2 and |excess kurtosis| < 0.5, and its variance falls as bits grow")
-    if not (run_dir / "model.pt").exists():
+    if not (run_dir / ARTEFACT).exists():
         return c
     model = load_run_model(run_dir)
     linears = [m for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and n != "out_layer"]

@@ -9,7 +9,8 @@ import pandas as pd
 from qd.methods.registry import BUILTIN
 
 KEYS = ["task", "dataset", "model", "method", "bits", "bucket"]
-METRICS = ["accuracy", "top5", "val_accuracy", "size_fp32", "size_analytic", "huffman_bits_per_weight", "params"]
+METRICS = ["accuracy", "top5", "val_accuracy", "size_fp32", "size_analytic", "size_on_disk", "huffman_bits_per_weight",
+           "params", "latency_median_ms"]
 
 
 def collect(results: Path) -> pd.DataFrame:

@@ -84,7 +84,7 @@ def pareto_front(sizes: pd.Series, accs: pd.Series) -> pd.DataFrame:
 
 
 def accuracy_vs_size(agg: pd.DataFrame, task: str, teacher: str, stem: Path) -> list[Path]:
-    """Every model of the task by size (paper formula) and accuracy, with the Pareto front."""
+    """Every model of the task by the size of its file on disk and accuracy, with the Pareto front."""
     _style()
     a = agg[agg["task"] == task].copy()
     a["label"] = a["label"].where(a["model"] != teacher, "Teacher")
@@ -92,16 +92,16 @@ def accuracy_vs_size(agg: pd.DataFrame, task: str, teacher: str, stem: Path) -> 
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     for i, (label, g) in enumerate(a.groupby("label", sort=False)):
         for r in g.itertuples():
-            ax.scatter(r.size_analytic_mean / 1e3, r.accuracy_mean, color=_color(label, i),
+            ax.scatter(r.size_on_disk_mean / 1e3, r.accuracy_mean, color=_color(label, i),
                        marker=MARKERS[models.index(r.model) % len(MARKERS)], s=28, zorder=3)
         ax.scatter([], [], color=_color(label, i), marker="o", label=label)
     for j, m in enumerate(models):
         if m != teacher:
             ax.scatter([], [], color="gray", marker=MARKERS[j % len(MARKERS)], label=m)
-    front = pareto_front(a["size_analytic_mean"] / 1e3, a["accuracy_mean"])
+    front = pareto_front(a["size_on_disk_mean"] / 1e3, a["accuracy_mean"])
     ax.step(front["size"], front["acc"], where="post", color="k", lw=0.8, alpha=0.6, label="Pareto front")
     ax.set_xscale("log")
-    ax.set_xlabel("model size (kB, paper formula: Huffman bits + 2 floats per bucket)")
+    ax.set_xlabel("model file on disk (kB: Huffman-coded indices, bucket scales, fp32 rest)")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(f"{task}: accuracy vs size")
     ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5))
@@ -125,4 +125,25 @@ def training_curves(histories: pd.DataFrame, task: str, students: list[str], ste
     handles, labels = axes[0][-1].get_legend_handles_labels()
     fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=4)
     fig.suptitle(f"{task}: training curves (quantized weights evaluated every epoch)", y=1.03)
+    return _save(fig, stem)
+
+
+def latency_vs_depth(lat: pd.DataFrame, stem: Path) -> list[Path]:
+    """Measured latency per model, one panel per group; the paper's 4-GPU ratios as open markers."""
+    _style()
+    groups = list(dict.fromkeys(lat["group"]))
+    fig, axes = plt.subplots(1, len(groups), figsize=(4.2 * len(groups), 3.4), squeeze=False)
+    for ax, g in zip(axes[0], groups):
+        d = lat[lat["group"] == g].reset_index(drop=True)
+        ax.bar(range(len(d)), d["relative_time"], yerr=d["iqr_ms"] / d["median_ms"].iloc[0], color="#1f77b4",
+               alpha=0.8, capsize=3, label="measured here")
+        paper = d["paper_seconds"]
+        if paper.notna().any():
+            ax.scatter(range(len(d)), paper / paper.iloc[0], marker="D", facecolors="none", edgecolors="k",
+                       zorder=3, label="paper (4 GPUs)")
+        ax.set_xticks(range(len(d)), [f"{m}\n{int(k)} layers" for m, k in zip(d["model"], d["depth"])], fontsize=8)
+        ax.set_ylabel(f"time relative to {d['model'].iloc[0]}")
+        ax.set_title(f"{g}: {d['device'].iloc[0]}, batch {int(d['batch'].iloc[0])}, {int(d['threads'].iloc[0])} thread(s)")
+        ax.legend()
+    fig.suptitle("Inference time against depth and width", y=1.03)
     return _save(fig, stem)

@@ -61,10 +61,10 @@ def student_inputs(w):
     run = run_of(w)
     inputs = {"data": data_file(w.task)}
     if info(CFG, w.task, w.method).needs_teacher:
-        inputs["teacher"] = run_files(teacher_run(CFG, w.task), "model.pt")
+        inputs["teacher"] = run_files(teacher_run(CFG, w.task), "model.qda")
     src = source_run(CFG, run)
     if src is not None:
-        inputs["source"] = run_files(src, "model.pt")
+        inputs["source"] = run_files(src, "model.qda")
     return inputs
 
 

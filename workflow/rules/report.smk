@@ -2,21 +2,27 @@
 from qd.report import report_files
 
 
+DEPTH_LATENCY = CFG["evaluation"]["depth_latency"]["enabled"]
+
+
 def report_outputs():
-    return [str(p) for p in report_files(Path(RESULTS), Path(FIGURES), list(CFG["tasks"]))]
+    files = report_files(Path(RESULTS), Path(FIGURES), list(CFG["tasks"]), DEPTH_LATENCY)
+    return [str(p) for p in files]
 
 
 def captioned(path):
     """Declare an output for `snakemake --report`, with its caption file from workflow/report/."""
     p = Path(path)
     kind = "table" if p.parent.name == "tables" else ("figure" if p.parent.parts[0] == "figures" else p.stem)
-    name = p.stem.split("_", 1)[1] if kind in ("table", "figure") else p.stem
+    name = p.stem.split("_", 1)[1] if kind in ("table", "figure") and p.stem != "latency_depth" else p.stem
     return report(path, caption=f"../report/{name}.rst", category=kind.title() + "s")
 
 
 rule report:
     input:
         metrics=[run_files(r) for r in RUNS],
+        models=[run_files(r, "model.qda") for r in RUNS],  # claim 5 reads the saved weights
+        latency=[RESULTS + "/latency_depth.csv"] if DEPTH_LATENCY else [],
     output:
         [captioned(p) if p.endswith((".png", ".md")) else p for p in report_outputs()],
     log:

@@ -7,7 +7,7 @@ rule student:
         unpack(student_inputs),
     output:
         metrics=RUN_DIR + "/metrics.json",
-        model=RUN_DIR + "/model.pt",
+        model=RUN_DIR + "/model.qda",
         history=RUN_DIR + "/history.csv",
     log:
         RUN_DIR + "/log.txt",

@@ -6,7 +6,7 @@ rule teacher:
         data=lambda w: data_file(w.task),
     output:
         metrics=RUN_DIR + "/metrics.json",
-        model=RUN_DIR + "/model.pt",
+        model=RUN_DIR + "/model.qda",
         history=RUN_DIR + "/history.csv",
     log:
         RUN_DIR + "/log.txt",
