@@ -105,6 +105,7 @@ class RunContext:
 
     def distillation(self, student_logits, teacher_logits, y) -> torch.Tensor:
         d = self.spec["distill"]
+        # the clone turns an inference-mode tensor into one autograd may use (as a constant)
         return distillation_loss(student_logits, teacher_logits.clone(), y, d["temperature"], d["weight"],
                                  d["reduction"])
 
@@ -118,9 +119,10 @@ class RunContext:
 
         return evaluate
 
-    def fit(self, fit: Fit, train_overrides: dict | None = None) -> list[dict]:
-        cfg = dict(self.spec["train"], **(train_overrides or {}))
-        return run_epochs(fit, self.splits, cfg, self.spec["seed"], self.spec["run"], self.run_dir / CHECKPOINT)
+    def fit(self, fit: Fit) -> list[dict]:
+        """Train with the run's recipe (``train`` block), checkpointing into the run folder."""
+        return run_epochs(fit, self.splits, self.spec["train"], self.spec["seed"], self.spec["run"],
+                          self.run_dir / CHECKPOINT)
 
 
 def load_codes(model: nn.Module, codes: dict[str, QuantCodes]) -> None:
