@@ -357,6 +357,107 @@ def test_encode_decode_nonuniform_round_trip(numel, bucket):
     assert torch.equal(codes.grid, pts)
 
 
+# ---------------------------------------------------------------- non-uniform: the fast nearest-point search
+# Tensors of >= 2**14 elements take a lookup-table search instead of bucketize; it must give the same
+# indices and values as the plain definition below, ties at midpoints included.
+
+
+def _reference_nonuniform(x: torch.Tensor, pts: torch.Tensor, d: int | None):
+    """Q(v, p) written out: pad with the last element, scale each bucket, bucketize on the midpoints."""
+    flat = x.reshape(-1)
+    n = flat.numel()
+    d = n if d is None else d
+    b = torch.cat([flat, flat[-1:].expand((-n) % d)]).view(-1, d)
+    lo, hi = b.min(dim=1, keepdim=True).values, b.max(dim=1, keepdim=True).values
+    rng = hi - lo
+    u = (b - lo) / torch.where(rng > 1e-10, rng, torch.ones_like(rng))
+    idx = torch.bucketize(u, (pts[1:] + pts[:-1]) / 2)  # right=False: a tie goes to the lower point
+    q = torch.lerp(lo, hi, pts[idx])
+    return q.reshape(-1)[:n].view(x.shape), idx.reshape(-1)[:n]
+
+
+def _points_and_ties(g, n_points: int, dtype, spread: float):
+    """Sorted random points (some outside [0, 1] when ``spread`` > 1) and values on and next to their midpoints."""
+    pts = torch.sort(torch.rand(n_points, generator=g, dtype=dtype) * spread - (spread - 1) / 2).values
+    mids = (pts[1:] + pts[:-1]) / 2
+    two = torch.tensor(2.0, dtype=dtype)
+    near = torch.cat([mids, torch.nextafter(mids, two), torch.nextafter(mids, -two)])
+    return pts, near[(near >= 0) & (near <= 1)]
+
+
+def _tie_tensor(g, near: torch.Tensor, rows: int, d: int) -> torch.Tensor:
+    """Buckets holding 0 and 1 (so lo = 0, hi = 1 and u = x exactly) and values on or next to midpoints."""
+    body = near[torch.randint(0, near.numel(), (rows, d - 2), generator=g)]
+    ends = torch.tensor([0.0, 1.0], dtype=near.dtype).expand(rows, 2)
+    return torch.cat([ends, body], dim=1).reshape(-1)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("n_points,spread", [(2, 1.0), (16, 1.0), (16, 1.5), (100, 1.2), (256, 1.0), (300, 1.0)])
+def test_nonuniform_fast_search_matches_bucketize_at_midpoint_ties(dtype, n_points, spread):
+    g = torch.Generator().manual_seed(n_points)
+    pts, near = _points_and_ties(g, n_points, dtype, spread)
+    x = _tie_tensor(g, near, rows=200, d=256)
+    want, want_idx = _reference_nonuniform(x, pts, 256)
+    assert torch.equal(quantize_nonuniform(x, pts, 256), want)
+    assert torch.equal(encode_nonuniform(x, pts, 256).indices, want_idx)
+    assert (x.view(-1, 256)[:, 2:].unsqueeze(-1) == ((pts[1:] + pts[:-1]) / 2)).any()  # ties are there
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("bucket", [None, 1, 7, 100, 256, 1000])
+def test_nonuniform_fast_search_matches_bucketize_random(dtype, bucket):
+    g = torch.Generator().manual_seed(3 if bucket is None else bucket)
+    x = torch.randn(70_001, generator=g, dtype=dtype)  # a short last bucket for most sizes
+    for pts in (torch.sort(torch.rand(16, generator=g, dtype=dtype)).values,
+                torch.sort(torch.randn(9, generator=g, dtype=dtype)).values,  # points outside [0, 1]
+                torch.tensor([0.0, 0.0, 0.3, 0.3, 0.3, 0.5, 1.0, 1.0], dtype=dtype),  # repeated points
+                torch.tensor([0.4, 0.4 + 1e-9, 0.6], dtype=dtype),  # closer than any lookup grid
+                torch.zeros(1, dtype=dtype)):
+        want, want_idx = _reference_nonuniform(x, pts, bucket)
+        assert torch.equal(quantize_nonuniform(x, pts, bucket), want)
+        assert torch.equal(encode_nonuniform(x, pts, bucket).indices, want_idx)
+
+
+def test_nonuniform_fast_search_non_finite_buckets():
+    # NaN or inf in a bucket makes its scaled values NaN; bucketize sends NaN to the last point
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(40_000, generator=g)
+    x[[5, 20_000]] = float("nan")
+    x[[300, 30_000]] = float("inf")
+    x[35_000] = -float("inf")
+    pts = torch.sort(torch.rand(16, generator=g)).values
+    want, want_idx = _reference_nonuniform(x, pts, 256)
+    got = quantize_nonuniform(x, pts, 256)
+    assert torch.equal(got.isnan(), want.isnan())
+    assert torch.equal(torch.nan_to_num(got), torch.nan_to_num(want))
+    assert torch.equal(encode_nonuniform(x, pts, 256).indices, want_idx)
+
+
+def test_nonuniform_unsorted_points_keep_bucketize_result():
+    # the search is defined for sorted points; unsorted ones still give what bucketize gives
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(20_000, generator=g)
+    pts = torch.rand(16, generator=g)
+    assert torch.equal(quantize_nonuniform(x, pts, 256), _reference_nonuniform(x, pts, 256)[0])
+
+
+@pytest.mark.parametrize("bucket", [None, 7, 256])
+def test_nonuniform_fast_path_gradient_closed_form(bucket):
+    g = torch.Generator().manual_seed(6)
+    x = torch.randn(50_003, generator=g, dtype=F64)
+    c = torch.randn(50_003, generator=g, dtype=F64)
+    pts = torch.sort(torch.rand(16, generator=g, dtype=F64)).values
+    p = pts.clone().requires_grad_(True)
+    xr = x.clone().requires_grad_(True)
+    (c * quantize_nonuniform(xr, p, bucket)).sum().backward()
+    _, assign = _reference_nonuniform(x, pts, bucket)
+    ranges = torch.cat([(b.max() - b.min()).expand(b.numel()) for b in _buckets(x, bucket)])
+    closed = torch.zeros_like(pts).index_add_(0, assign, c * ranges)
+    torch.testing.assert_close(p.grad, closed, rtol=1e-12, atol=1e-9)
+    assert torch.equal(xr.grad, c)
+
+
 # ---------------------------------------------------------------- quantile points
 
 
