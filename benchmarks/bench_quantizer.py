@@ -32,7 +32,7 @@ import torch
 from torch.utils.benchmark import Timer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from reference_quantizers import describe_exactness, eager_quantize_uniform  # noqa: E402
+from reference_quantizers import describe_exactness, eager_quantize_uniform, print_profile  # noqa: E402
 
 from qd.quant import CONSTANT_RANGE, quantile_points, quantize_nonuniform, quantize_uniform  # noqa: E402
 
@@ -74,21 +74,6 @@ def nonuniform_step(x: torch.Tensor):
         quantize_nonuniform(x, points, BUCKET).backward(grad)
 
     return points, step
-
-
-def profile_call(label: str, fn, top: int = 8) -> None:
-    """Which aten ops one call runs and their CPU time."""
-    from torch.profiler import ProfilerActivity, profile
-
-    fn()
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
-        fn()
-    events = sorted((e for e in prof.key_averages() if e.key.startswith("aten::")),
-                    key=lambda e: e.self_cpu_time_total, reverse=True)
-    total = sum(e.self_cpu_time_total for e in events)
-    print(f"\nprofile of one {label} call (aten self CPU time, {total / 1e3:.0f} ms in all):")
-    for e in events[:top]:
-        print(f"  {e.key:28s} calls {e.count:4d}  self {e.self_cpu_time_total / 1e3:7.1f} ms")
 
 
 def main(argv=None) -> None:
@@ -137,8 +122,8 @@ def main(argv=None) -> None:
     if compile_note:
         print(compile_note)
     print("budget: the uniform quantizer within 1.5x of clone")
-    profile_call("quantize_uniform", lambda: quantize_uniform(x, BITS, BUCKET))
-    profile_call("quantize_nonuniform forward + backward", dq_step)
+    print_profile("quantize_uniform", lambda: quantize_uniform(x, BITS, BUCKET))
+    print_profile("quantize_nonuniform forward + backward", dq_step)
     print("\nquantize_uniform vs the eager reference on odd sizes, buckets None/1/7/64/100/256/1024, "
           f"bits 1-16, constant/inf/nan buckets, fp64/bf16, 1 and 2 threads: {describe_exactness()}")
 

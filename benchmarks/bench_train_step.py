@@ -32,15 +32,20 @@ from __future__ import annotations
 import argparse
 import copy
 import statistics
+import sys
+from pathlib import Path
 
 import torch
 import torch.nn as nn
 from torch.utils.benchmark import Timer
 
-from qd.distill import distillation_loss
-from qd.models.convnet import convnet
-from qd.quant import quantile_points, quantize_nonuniform
-from qd.ste import UniformQuantizer, quantized_forward, substituted_forward
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from reference_quantizers import print_profile  # noqa: E402
+
+from qd.distill import distillation_loss  # noqa: E402
+from qd.models.convnet import convnet  # noqa: E402
+from qd.quant import quantile_points, quantize_nonuniform  # noqa: E402
+from qd.ste import UniformQuantizer, quantized_forward, substituted_forward  # noqa: E402
 
 TEMPERATURE, WEIGHT = 2.0, 0.7
 BITS, BUCKET = 4, 256
@@ -128,21 +133,6 @@ def ratio(times: dict, a: str, b: str) -> float:
     return statistics.median(x / y for x, y in zip(times[a], times[b]))
 
 
-def profile_step(name: str, fn, top: int = 8) -> None:
-    from torch.profiler import ProfilerActivity, profile
-
-    fn()
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
-        fn()
-    events = sorted((e for e in prof.key_averages() if e.key.startswith("aten::")),
-                    key=lambda e: e.self_cpu_time_total, reverse=True)
-    total = sum(e.self_cpu_time_total for e in events)
-    print(f"  profile of one {name} step (aten self CPU time, {total / 1e3:.0f} ms in all):")
-    for e in events[:top]:
-        print(f"    {e.key:40s} calls {e.count:4d}  {e.self_cpu_time_total / 1e3:8.1f} ms "
-              f"({e.self_cpu_time_total / total:4.0%})")
-
-
 def report(title: str, times: dict, profile_steps: dict | None) -> list[tuple]:
     print(f"\n{title}")
     for name, ts in times.items():
@@ -155,7 +145,7 @@ def report(title: str, times: dict, profile_steps: dict | None) -> list[tuple]:
         for label, r, budget in rows:
             if r > budget:
                 name = label.split(" /")[0]
-                profile_step(name, profile_steps[name])
+                print_profile(f"{name} step", profile_steps[name])
     return rows
 
 

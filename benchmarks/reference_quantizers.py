@@ -72,3 +72,19 @@ def describe_exactness(quantizer=quantize_uniform) -> str:
 
 if __name__ == "__main__":
     print(f"qd.quant.quantize_uniform vs eager_quantize_uniform: {describe_exactness()}")
+
+
+def print_profile(label: str, fn, top: int = 8) -> None:
+    """Which aten ops one call of ``fn`` runs, with their share of its CPU time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    fn()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    events = sorted((e for e in prof.key_averages() if e.key.startswith("aten::")),
+                    key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in events)
+    print(f"\nprofile of one {label} (aten self CPU time, {total / 1e3:.0f} ms in all):")
+    for e in events[:top]:
+        print(f"  {e.key:40s} calls {e.count:4d}  {e.self_cpu_time_total / 1e3:8.1f} ms "
+              f"({e.self_cpu_time_total / total:4.0%})")
