@@ -131,7 +131,7 @@ def quantize_uniform(
     check_bits(bits)
     if x.numel() == 0:
         return x.clone()
-    if not stochastic:
+    if not stochastic and x.numel() >= _BLOCKED_MIN_ELEMENTS:
         return _uniform_blocked(x, bits, bucket_size)
     b = to_buckets(x.detach(), bucket_size)
     levels, lo, hi = _uniform_levels(b, bits, stochastic, generator)
@@ -144,6 +144,8 @@ def quantize_uniform(
 # into one output allocation: on a CPU each fresh tensor the size of a weight costs a round of page
 # faults, which made the one-pass-per-step version ~9x a clone of the tensor (benchmarks/README.md).
 BLOCK_ELEMENTS = 1 << 19  # 2 MB of fp32
+# below this the blocked loop's fixed cost (buffers, per-block calls) exceeds the page faults it saves
+_BLOCKED_MIN_ELEMENTS = 1 << 15
 # lerp takes its vectorised path over whole rows when their length is a multiple of the widest
 # vector step (2 x 16 floats); only then do contiguous copies of lo and hi give the broadcast result
 _VECTOR_STEP = 32

@@ -516,3 +516,11 @@ def test_check_bits_accepts(ok):
 def test_bad_bucket_size_rejected():
     with pytest.raises(ValueError, match="bucket_size"):
         quantize_uniform(torch.randn(10), 2, 0)
+
+
+@pytest.mark.parametrize("bucket", [None, 7, 256, 1000])
+@pytest.mark.parametrize("bits", [1, 3, 8])
+def test_blocked_path_equals_the_encoded_levels_on_large_tensors(bits, bucket):
+    """Large tensors take the blocked in-place path; it must give the same bits as the codes."""
+    x = torch.randn(3 * (1 << 19) + 12_345, generator=torch.Generator().manual_seed(bits))
+    assert torch.equal(quantize_uniform(x, bits, bucket), decode(encode_uniform(x, bits, bucket)))
