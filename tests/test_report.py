@@ -15,8 +15,8 @@ TOL = {"match_tolerance": 2.0, "competitive_tolerance": 1.0}
 def _row(model, method, acc, bits=None, bucket=None, seed=0, size=1000.0, fp32=4000.0):
     return {"task": "t", "dataset": "d", "model": model, "method": method, "bits": bits, "bucket": bucket,
             "seed": seed, "accuracy": acc, "top5": 100.0, "val_accuracy": acc, "size_fp32": fp32,
-            "size_analytic": size, "huffman_bits_per_weight": None if bits is None else bits - 0.5,
-            "params": 1000}
+            "size_analytic": size, "size_on_disk": size, "huffman_bits_per_weight": None if bits is None else bits - 0.5,
+            "params": 1000, "latency_median_ms": 1.0}
 
 
 def _frame(rows):
