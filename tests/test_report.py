@@ -92,3 +92,15 @@ def test_claim_not_tested_without_its_runs():
     agg = _grid()
     v = _verdicts(agg[agg["method"] != "dq"])
     assert v["4a"] == v["4b"] == NOT_TESTED
+
+
+def test_uniform_level_check_tells_quantized_from_raw_weights():
+    import torch
+
+    from qd.quant import quantize_uniform
+    from qd.report.checks import levels_on_grid
+
+    x = torch.randn(10_000, generator=torch.Generator().manual_seed(0))
+    assert levels_on_grid(quantize_uniform(x, 2, 256), 2, 256) == (True, 4)
+    assert levels_on_grid(quantize_uniform(x, 3, 256), 2, 256)[0] is False  # 8 levels are not on a 4-level grid
+    assert levels_on_grid(x, 2, 256) == (False, 256)
