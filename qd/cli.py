@@ -18,8 +18,8 @@ import sys
 from pathlib import Path
 
 from qd.errors import QdError
-from qd.config import (ConfigError, RunId, load_config, planned_runs, run_spec, source_run, teacher_run,
-                       validate, variant_name)
+from qd.config import (ConfigError, RunId, info, load_config, planned_runs, run_spec, source_run, task_methods,
+                       teacher_run, validate, variant_name)
 
 
 def _results_root(args, cfg: dict) -> Path:
@@ -58,9 +58,13 @@ def cmd_data(args) -> int:
 def _spec_from_config(args) -> tuple[dict, Path, Path, Path | None, Path | None]:
     cfg = load_config(args.config)
     task = args.task or next(iter(cfg["tasks"]))
-    variant = args.variant or variant_name(args.bits, None if args.no_bucket else args.bucket)
-    if args.method in ("fp", "distill") and args.bits is None:
-        variant = "fp32"
+    if args.method not in task_methods(cfg, task):
+        raise QdError(f"qd train: method {args.method!r} is not among {args.config}'s methods "
+                      f"({', '.join(task_methods(cfg, task))})")
+    quantized = info(cfg, task, args.method).quantized
+    if quantized and args.bits is None and args.variant is None:
+        raise QdError(f"qd train: method {args.method!r} quantizes: give --bits (and --bucket or --no-bucket)")
+    variant = args.variant or variant_name(args.bits if quantized else None, None if args.no_bucket else args.bucket)
     run = RunId(task, args.model, args.method, variant, args.seed)
     results = _results_root(args, cfg)
     spec = run_spec(cfg, run)
