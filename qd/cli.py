@@ -59,11 +59,11 @@ def _spec_from_config(args) -> tuple[dict, Path, Path, Path | None, Path | None]
     cfg = load_config(args.config)
     task = args.task or next(iter(cfg["tasks"]))
     if args.method not in task_methods(cfg, task):
-        raise QdError(f"qd train: method {args.method!r} is not among {args.config}'s methods "
+        raise QdError(f"method {args.method!r} is not among {args.config}'s methods "
                       f"({', '.join(task_methods(cfg, task))})")
     quantized = info(cfg, task, args.method).quantized
     if quantized and args.bits is None and args.variant is None:
-        raise QdError(f"qd train: method {args.method!r} quantizes: give --bits (and --bucket or --no-bucket)")
+        raise QdError(f"method {args.method!r} quantizes: give --bits (and --bucket or --no-bucket)")
     variant = args.variant or variant_name(args.bits if quantized else None, None if args.no_bucket else args.bucket)
     run = RunId(task, args.model, args.method, variant, args.seed)
     results = _results_root(args, cfg)
