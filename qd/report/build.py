@@ -8,7 +8,6 @@ import pandas as pd
 from qd.config import planned_runs
 from qd.errors import MissingRun
 from qd.io import atomic_write_text
-from qd.methods.registry import BUILTIN
 from qd.report import report_files
 from qd.report.checks import claim_gaussian_noise, claim_uniform_levels
 from qd.report.claims import check_claims, claim_depth_speed, claims_markdown
@@ -26,20 +25,16 @@ def only_planned(df: pd.DataFrame, cfg: dict, results: Path) -> pd.DataFrame:
 
 
 def histories(df: pd.DataFrame, results: Path, agg: pd.DataFrame) -> pd.DataFrame:
-    """Per-epoch history of the lowest seed of every run, labelled like the tables."""
-    labels = agg.set_index(["task", "model", "method", "bits", "bucket"])["label"]
+    """Per-epoch history of the lowest seed of every run, labelled and ordered like the tables."""
+    keys = ["task", "model", "method", "bits", "bucket"]
+    first = df.sort_values("seed").drop_duplicates(keys)
     frames = []
-    first = df[df["seed"] == df.groupby(["task", "model", "method", "bits", "bucket"], dropna=False)["seed"].transform("min")]
-    rank = {m: i for i, m in enumerate(BUILTIN)}
-    first = first.iloc[sorted(range(len(first)), key=lambda i: (rank.get(first["method"].iloc[i], len(rank)),
-                                                               first["bits"].fillna(0).iloc[i]))]
-    for r in first.itertuples():
+    for r in agg[keys + ["label"]].merge(first[keys + ["run"]], on=keys, how="left").itertuples():
         path = results / r.run / "history.csv"
         h = pd.read_csv(path) if path.exists() and path.stat().st_size > 1 else pd.DataFrame()
         if h.empty:
             continue
-        h["task"], h["model"], h["bits"] = r.task, r.model, r.bits
-        h["label"] = labels.loc[(r.task, r.model, r.method, r.bits, r.bucket)]
+        h["task"], h["model"], h["bits"], h["label"] = r.task, r.model, r.bits, r.label
         frames.append(h)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
         columns=["task", "model", "bits", "label", "epoch", "test_accuracy"])
