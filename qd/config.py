@@ -184,11 +184,6 @@ class RunId:
         """Run folder relative to ``results/<preset>/``."""
         return f"{self.task}/{self.model}/{self.method}/{self.variant}/seed{self.seed}"
 
-    @classmethod
-    def from_path(cls, path: str) -> "RunId":
-        task, model, method, variant, seed = Path(path).parts[-5:]
-        return cls(task, model, method, variant, int(seed.removeprefix("seed")))
-
 
 def task_methods(cfg: dict, task: str) -> dict:
     """Method options for ``task``: the global ``methods`` with the task's overrides merged in."""
