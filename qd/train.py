@@ -144,8 +144,9 @@ def _train_epoch(fit, optimizer, x, y, cfg, seed, epoch, run, progress) -> float
         if cfg["augment"]:
             xb = crop_and_flip(xb, generator)
         loss = fit.loss(xb, yb)
-        if not torch.isfinite(loss):
-            raise NonFiniteLoss(f"run {run}: loss became {loss.item()} at epoch {epoch + 1}, step {step}; "
+        value = loss.item()  # one device sync per step serves the guard, the sum and the progress line
+        if not math.isfinite(value):
+            raise NonFiniteLoss(f"run {run}: loss became {value} at epoch {epoch + 1}, step {step}; "
                                 "stopped (lower train.lr or check the data)")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -154,8 +155,8 @@ def _train_epoch(fit, optimizer, x, y, cfg, seed, epoch, run, progress) -> float
         optimizer.step()
         if fit.after_step is not None:
             fit.after_step()
-        loss_sum += loss.item()
-        progress.step(epoch, step, loss.item())
+        loss_sum += value
+        progress.step(epoch, step, value)
     return loss_sum
 
 
