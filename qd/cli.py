@@ -18,16 +18,12 @@ import sys
 from pathlib import Path
 
 from qd.errors import QdError
-from qd.config import (ConfigError, RunId, info, load_config, planned_runs, run_spec, source_run, task_methods,
-                       teacher_run, validate, variant_name)
+from qd.config import (ConfigError, RunId, data_file, info, load_config, planned_runs, run_spec, source_run,
+                       task_methods, teacher_run, validate, variant_name)
 
 
 def _results_root(args, cfg: dict) -> Path:
     return Path(args.results) if args.results else Path("results") / cfg["preset"]
-
-
-def _data_path(results: Path, task: str) -> Path:
-    return results / task / "data" / "split.pt"
 
 
 def cmd_plan(args) -> int:
@@ -47,7 +43,7 @@ def cmd_data(args) -> int:
     else:
         cfg = load_config(args.config)
         spec = cfg["tasks"][args.task]["dataset"]
-        out = Path(args.out) if args.out else _data_path(_results_root(args, cfg), args.task)
+        out = Path(args.out) if args.out else data_file(_results_root(args, cfg), args.task)
     splits = prepare(spec)
     save_splits(splits, out)
     atomic_write_json({"dataset": spec, **splits.meta}, out.with_name("manifest.json"))
@@ -72,7 +68,7 @@ def _spec_from_config(args) -> tuple[dict, Path, Path, Path | None, Path | None]
     src = source_run(cfg, run)
     source = results / src.path if src else None
     out = Path(args.out) if args.out else results / run.path
-    return spec, out, _data_path(results, task), teacher, source
+    return spec, out, data_file(results, task), teacher, source
 
 
 def cmd_train(args) -> int:
@@ -107,7 +103,7 @@ def cmd_evaluate(args) -> int:
 
     run_dir = Path(args.run)
     model, _, header = model_from_artefact(run_dir / ARTEFACT)
-    data = Path(args.data) if args.data else _data_path(run_dir.parents[4], header["task"])
+    data = Path(args.data) if args.data else data_file(run_dir.parents[4], header["task"])
     _evaluate_model(model, data)
     return 0
 

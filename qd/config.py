@@ -185,6 +185,11 @@ class RunId:
         return f"{self.task}/{self.model}/{self.method}/{self.variant}/seed{self.seed}"
 
 
+def data_file(results: str | Path, task: str) -> Path:
+    """A task's prepared dataset under ``results/<preset>/``, read by every run of the task."""
+    return Path(results) / task / "data" / "split.pt"
+
+
 def task_methods(cfg: dict, task: str) -> dict:
     """Method options for ``task``: the global ``methods`` with the task's overrides merged in."""
     overrides = cfg["tasks"][task].get("methods", {})

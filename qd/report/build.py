@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from qd.config import planned_runs
+from qd.config import data_file, planned_runs
 from qd.errors import MissingRun
 from qd.io import atomic_write_text
 from qd.report import report_files
@@ -88,7 +88,7 @@ def build_report(results: Path, figures: Path, cfg: dict | None, targets: Path) 
         distilled = df[(df["task"] == task) & (df["model"] == first_student) & (df["method"] == "distill")]
         extra = [claim_uniform_levels(results, runs), *speed_claims]
         if not distilled.empty:
-            extra.append(claim_gaussian_noise(results / distilled["run"].iloc[0], results / task / "data" / "split.pt"))
+            extra.append(claim_gaussian_noise(results / distilled["run"].iloc[0], data_file(results, task)))
         per_task[task] = check_claims(agg, task, teacher, students, report_cfg, extra)
         accuracy_vs_bits(agg, task, teacher, students, figures / f"{task}_accuracy_vs_bits")
         accuracy_vs_size(agg, task, teacher, figures / f"{task}_accuracy_vs_size")

@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, workflow.basedir)
-from qd.config import (ConfigError, RunId, deep_merge, info, planned_runs, preset_file, read_yaml, run_spec,
-                       source_run, teacher_run, validate, with_base)
+from qd.config import (ConfigError, RunId, data_file, deep_merge, info, planned_runs, preset_file, read_yaml,
+                       run_spec, source_run, teacher_run, validate, with_base)
 
 
 def resolve_config(given):
@@ -48,10 +48,6 @@ def spec_json(w):
     return json.dumps(run_spec(CFG, run_of(w)), sort_keys=True)
 
 
-def data_file(task):
-    return f"{RESULTS}/{task}/data/split.pt"
-
-
 def run_files(run, name="metrics.json"):
     return f"{RESULTS}/{run.path}/{name}"
 
@@ -59,7 +55,7 @@ def run_files(run, name="metrics.json"):
 def student_inputs(w):
     """The data, and the finished teacher and source runs a student run reads."""
     run = run_of(w)
-    inputs = {"data": data_file(w.task)}
+    inputs = {"data": str(data_file(RESULTS, w.task))}
     if info(CFG, w.task, w.method).needs_teacher:
         inputs["teacher"] = run_files(teacher_run(CFG, w.task), "model.qda")
     src = source_run(CFG, run)

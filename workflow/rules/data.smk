@@ -3,7 +3,7 @@
 
 rule data:
     output:
-        split=RESULTS + "/{task}/data/split.pt",
+        split=str(data_file(RESULTS, "{task}")),
         manifest=RESULTS + "/{task}/data/manifest.json",
     log:
         RESULTS + "/{task}/data/log.txt",

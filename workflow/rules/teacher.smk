@@ -3,7 +3,7 @@
 
 rule teacher:
     input:
-        data=lambda w: data_file(w.task),
+        data=lambda w: str(data_file(RESULTS, w.task)),
     output:
         metrics=RUN_DIR + "/metrics.json",
         model=RUN_DIR + "/model.qda",
