@@ -19,6 +19,18 @@ include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
 
 
+onstart:
+    start_prefork()
+
+
+onsuccess:
+    stop_prefork()
+
+
+onerror:
+    stop_prefork()
+
+
 rule all:
     default_target: True
     input:

@@ -5,10 +5,12 @@
     qd train    --config config/config.yaml --task digits --model student1 --method qd --bits 4
     qd evaluate --run results/demo/digits/student1/qd/b4-d256/seed0
     qd load     results/demo/digits/student1/qd/b4-d256/seed0/model.qda  # the compressed file
+    qd latency  --config config/config.yaml                 # time every finished run's final model
     qd report   --config config/config.yaml                 # summary, tables, claims, figures
 
-The workflow calls the same subcommands with ``--spec`` (a run's resolved spec as JSON) instead of
-``--config``, so a rule and a hand-typed command run identical code.
+The workflow calls the same subcommands with ``--spec``: a file holding exactly what one job reads
+(``results/<preset>/.specs/<hash>.json``, see ``qd.config.run_spec``), so a rule and a hand-typed
+command run identical code, and the console shows one short line per job.
 """
 from __future__ import annotations
 
@@ -17,13 +19,23 @@ import json
 import sys
 from pathlib import Path
 
+from qd.config import (ConfigError, RunId, data_file, data_folder, data_spec, info, load_config, planned_runs,
+                       results_root, run_spec, task_methods, variant_name)
 from qd.errors import QdError
-from qd.config import (ConfigError, RunId, data_file, info, load_config, planned_runs, run_spec, source_run,
-                       task_methods, teacher_run, validate, variant_name)
 
 
 def _results_root(args, cfg: dict) -> Path:
-    return Path(args.results) if args.results else Path("results") / cfg["preset"]
+    return Path(args.results) if getattr(args, "results", None) else Path("results") / cfg["preset"]
+
+
+def _read_spec(arg: str) -> dict:
+    """A spec from a file (what the workflow passes) or a JSON string (handy in scripts and tests)."""
+    path = Path(arg)
+    if arg.lstrip().startswith("{"):
+        return json.loads(arg)
+    if not path.exists():
+        raise QdError(f"spec file {path} does not exist")
+    return json.loads(path.read_text())
 
 
 def cmd_plan(args) -> int:
@@ -33,69 +45,112 @@ def cmd_plan(args) -> int:
     return 0
 
 
+def _manifest_path(out: str) -> Path:
+    p = Path(out)
+    return p if p.suffix == ".json" else p / "manifest.json"
+
+
 def cmd_data(args) -> int:
-    from qd.data import prepare, save_splits
     from qd.io import atomic_write_json
+    from qd.tasks import load_task
 
     if args.spec:
-        spec = json.loads(args.spec)
-        out = Path(args.out)
+        spec = _read_spec(args.spec)
+        manifest = _manifest_path(args.out)
     else:
         cfg = load_config(args.config)
-        spec = cfg["tasks"][args.task]["dataset"]
-        out = Path(args.out) if args.out else data_file(_results_root(args, cfg), args.task)
-    splits = prepare(spec)
-    save_splits(splits, out)
-    atomic_write_json({"dataset": spec, **splits.meta}, out.with_name("manifest.json"))
-    print(f"prepared {spec['name']}: {splits.meta['sizes']} -> {out}", file=sys.stderr)
+        spec = data_spec(cfg, args.task)
+        manifest = _manifest_path(args.out) if args.out else data_file(_results_root(args, cfg), args.task)
+    kind = spec.get("kind", "classification")
+    meta = load_task(kind).prepare(spec, manifest.parent)
+    atomic_write_json({"dataset": spec, **meta}, manifest)  # last: the data rule's declared output
+    print(f"prepared {spec['name']}: {meta.get('sizes')} -> {manifest.parent}", file=sys.stderr)
     return 0
 
 
-def _spec_from_config(args) -> tuple[dict, Path, Path, Path | None, Path | None]:
+def _spec_from_config(args) -> tuple[dict, Path, Path]:
     cfg = load_config(args.config)
     task = args.task or next(iter(cfg["tasks"]))
-    if args.method not in task_methods(cfg, task):
+    teacher = args.model == cfg["tasks"][task]["models"]["teacher"]
+    if not teacher and args.method not in task_methods(cfg, task):
         raise QdError(f"method {args.method!r} is not among {args.config}'s methods "
                       f"({', '.join(task_methods(cfg, task))})")
-    quantized = info(cfg, task, args.method).quantized
+    quantized = not teacher and info(cfg, task, args.method).quantized
     if quantized and args.bits is None and args.variant is None:
         raise QdError(f"method {args.method!r} quantizes: give --bits (and --bucket or --no-bucket)")
     variant = args.variant or variant_name(args.bits if quantized else None, None if args.no_bucket else args.bucket)
-    run = RunId(task, args.model, args.method, variant, args.seed)
+    run = RunId(task, args.model, "fp" if teacher else args.method, variant, args.seed)
     results = _results_root(args, cfg)
-    spec = run_spec(cfg, run)
-    teacher = results / teacher_run(cfg, task).path if spec["method"]["needs_teacher"] else None
-    src = source_run(cfg, run)
-    source = results / src.path if src else None
-    out = Path(args.out) if args.out else results / run.path
-    return spec, out, data_file(results, task), teacher, source
+    return run_spec(cfg, run), results, Path(args.out) if args.out else results / run.path
+
+
+def _run_folders(spec: dict | None, args) -> tuple[Path, Path, Path | None, Path | None, dict]:
+    """Output, data, teacher and source folders of a run: given, or found under the results root."""
+    if args.config:
+        spec, root, out = _spec_from_config(args)
+    else:
+        out = Path(args.out) if args.out else None
+        if args.results:
+            root = Path(args.results)
+        elif out is not None and out.as_posix().endswith(spec["run"]):
+            root = Path(out.as_posix()[: -len(spec["run"])] or ".")
+        elif out is None and Path(args.spec).parent.name == ".specs":
+            root = results_root(args.spec)
+        else:
+            root = None
+        if out is None:
+            if root is None:
+                raise QdError("qd train --spec needs --out (or a spec file under results/<preset>/.specs/)")
+            out = root / spec["run"]
+    def under(arg, rel):
+        if arg:
+            return Path(arg)
+        if rel is None:
+            return None
+        if root is None:
+            raise QdError(f"run {spec['run']}: cannot tell where {rel} is; give --results (or --data/--teacher/--source)")
+        return root / rel
+
+    data = under(args.data, data_folder(".", spec["task"]).as_posix())
+    teacher = under(args.teacher, spec["teacher"]["run"] if spec.get("teacher") else None)
+    source = under(args.source, spec["source"]["run"] if spec.get("source") else None)
+    return out, data, teacher, source, spec
 
 
 def cmd_train(args) -> int:
     from qd.gpu_slots import gpu_slot
 
-    if args.spec:
-        spec = json.loads(args.spec)
-        out, data, teacher, source = Path(args.out), Path(args.data), args.teacher, args.source
-    else:
-        spec, out, data, teacher, source = _spec_from_config(args)
-    with gpu_slot(spec["train"]["device"]):  # one GPU per job on a multi-GPU machine, before CUDA starts
+    spec = _read_spec(args.spec) if args.spec else None
+    out, data, teacher, source, spec = _run_folders(spec, args)
+    with gpu_slot(spec["device"]):  # one GPU per job on a multi-GPU machine, before CUDA starts
         from qd.run import execute
 
         row = execute(spec, out, data, teacher, source)
-    print(f"{spec['run']}: accuracy {row['accuracy']:.2f}%, size {row['size_analytic'] / 1e6:.4f} MB "
+    primary = row["primary_metric"]
+    print(f"{spec['run']}: {primary} {row[primary]:.2f}, size {row['size_on_disk'] / 1e6:.4f} MB on disk "
           f"(fp32 {row['size_fp32'] / 1e6:.4f} MB) -> {out}", file=sys.stderr)
     return 0
 
 
-def _evaluate_model(model, data: Path) -> None:
-    from qd.data import load_splits
-    from qd.evaluate import classify
+def _task_for(header: dict, data: Path, device: str = "cpu"):
+    import torch
 
-    splits = load_splits(data)
-    for split in ("val", "test"):
-        r = classify(model, *splits.split(split))
-        print(f"{split}: accuracy {r['accuracy']:.2f}% top5 {r['top5']:.2f}% loss {r['loss']:.4f}")
+    from qd.run import _meta_of
+    from qd.tasks import load_task
+
+    kind, _ = _meta_of(header)
+    folder = data if data.is_dir() else data.parent
+    return load_task(kind)({"evaluation": {"batch_size": 512}}, folder, torch.device(device))
+
+
+def _evaluate_model(model, header: dict, data: Path) -> None:
+    task = _task_for(header, data)
+    metrics, _ = task.final_metrics(model)
+    for key, value in metrics.items():
+        if isinstance(value, float):
+            print(f"{key}: {value:.4f}")
+    if "accuracy" in metrics:
+        print(f"test: accuracy {metrics['accuracy']:.2f}% top5 {metrics['top5']:.2f}% loss {metrics['test_loss']:.4f}")
 
 
 def cmd_evaluate(args) -> int:
@@ -103,8 +158,8 @@ def cmd_evaluate(args) -> int:
 
     run_dir = Path(args.run)
     model, _, header = model_from_artefact(run_dir / ARTEFACT)
-    data = Path(args.data) if args.data else data_file(run_dir.parents[4], header["task"])
-    _evaluate_model(model, data)
+    data = Path(args.data) if args.data else data_folder(run_dir.parents[4], header["task"])
+    _evaluate_model(model, header, data)
     return 0
 
 
@@ -120,7 +175,7 @@ def cmd_export(args) -> int:
 
 
 def cmd_load(args) -> int:
-    """Read an artefact back into a model: what it holds, its sizes, and (with --data) its accuracy."""
+    """Read an artefact back into a model: what it holds, its sizes, and (with --data) its metrics."""
     from qd.run import model_from_artefact
     from qd.size import model_sizes
 
@@ -131,11 +186,21 @@ def cmd_load(args) -> int:
     print(f"size: {Path(args.file).stat().st_size:,} bytes on disk, {sizes['size_analytic']:,.0f} by the paper's "
           f"formula, {sizes['size_fp32']:,} in fp32")
     if args.data:
-        _evaluate_model(model, Path(args.data))
+        _evaluate_model(model, header, Path(args.data))
     return 0
 
 
 def cmd_latency(args) -> int:
+    """Time the final model of every planned run into one CSV (the workflow runs it alone, after training)."""
+    from qd.latency import time_runs
+
+    cfg = load_config(args.config)
+    results = _results_root(args, cfg)
+    time_runs(cfg, results, Path(args.out) if args.out else results / "latency.csv")
+    return 0
+
+
+def cmd_depth_latency(args) -> int:
     """Time the paper's deep and shallow architectures (qd/speed.py) into a CSV."""
     import pandas as pd
 
@@ -155,10 +220,7 @@ def cmd_latency(args) -> int:
 def cmd_report(args) -> int:
     from qd.report.build import build_report
 
-    if args.config_json:
-        cfg = validate(json.loads(args.config_json))
-    else:
-        cfg = load_config(args.config) if args.config else None
+    cfg = load_config(args.config) if args.config else None
     preset = cfg["preset"] if cfg else Path(args.results).name
     results = Path(args.results) if args.results else Path("results") / preset
     figures = Path(args.figures) if args.figures else Path("figures") / preset
@@ -174,11 +236,11 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--config", required=True)
     plan.set_defaults(func=cmd_plan)
 
-    data = sub.add_parser("data", help="prepare a task's dataset (train/val/test tensors)")
+    data = sub.add_parser("data", help="prepare a task's dataset")
     data.add_argument("--config")
     data.add_argument("--task")
-    data.add_argument("--spec", help="a task's dataset block as JSON (used by the workflow)")
-    data.add_argument("--out")
+    data.add_argument("--spec", help="a data spec file (written by the workflow) or JSON")
+    data.add_argument("--out", help="the data folder, or its manifest.json")
     data.add_argument("--results")
     data.set_defaults(func=cmd_data)
 
@@ -192,12 +254,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--no-bucket", action="store_true", help="one bucket per tensor")
     train.add_argument("--variant", help="run variant name (fp32, b4-d256, b2-nobucket)")
     train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--spec", help="a run's resolved spec as JSON (used by the workflow)")
-    train.add_argument("--data")
-    train.add_argument("--teacher", help="finished teacher run folder")
+    train.add_argument("--spec", help="a run's spec file (results/<preset>/.specs/<hash>.json) or JSON")
+    train.add_argument("--data", help="the task's prepared data folder (default: under the results folder)")
+    train.add_argument("--teacher", help="finished teacher run folder (default: under the results folder)")
     train.add_argument("--source", help="finished source-student run folder (pm, dq)")
-    train.add_argument("--results")
-    train.add_argument("--out")
+    train.add_argument("--results", help="the preset's results folder the spec's run paths are relative to")
+    train.add_argument("--out", help="the run folder (default: <results>/<run>)")
     train.set_defaults(func=cmd_train)
 
     ev = sub.add_parser("evaluate", help="re-evaluate a finished run's saved model")
@@ -205,29 +267,34 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--data")
     ev.set_defaults(func=cmd_evaluate)
 
-    lat = sub.add_parser("latency", help="time deep vs shallow architectures (the paper's speed claim)")
-    lat.add_argument("--out", required=True, help="CSV file to write")
-    lat.add_argument("--batch", type=int, default=1)
-    lat.add_argument("--image-size", type=int, default=224)
-    lat.add_argument("--warmup", type=int, default=2)
-    lat.add_argument("--repeats", type=int, default=5)
-    lat.add_argument("--threads", type=int, default=1)
-    lat.add_argument("--device", default="auto")
+    lat = sub.add_parser("latency", help="time the final model of every finished run of a config")
+    lat.add_argument("--config", required=True)
+    lat.add_argument("--results")
+    lat.add_argument("--out", help="CSV file to write (default: <results>/latency.csv)")
     lat.set_defaults(func=cmd_latency)
+
+    dep = sub.add_parser("depth-latency", help="time deep vs shallow architectures (the paper's speed claim)")
+    dep.add_argument("--out", required=True, help="CSV file to write")
+    dep.add_argument("--batch", type=int, default=1)
+    dep.add_argument("--image-size", type=int, default=224)
+    dep.add_argument("--warmup", type=int, default=2)
+    dep.add_argument("--repeats", type=int, default=5)
+    dep.add_argument("--threads", type=int, default=1)
+    dep.add_argument("--device", default="auto")
+    dep.set_defaults(func=cmd_depth_latency)
 
     exp = sub.add_parser("export", help="write a finished run's compressed model file elsewhere")
     exp.add_argument("--run", required=True)
     exp.add_argument("--out", required=True)
     exp.set_defaults(func=cmd_export)
 
-    load = sub.add_parser("load", help="load a compressed model file: contents, sizes, accuracy with --data")
+    load = sub.add_parser("load", help="load a compressed model file: contents, sizes, metrics with --data")
     load.add_argument("file")
-    load.add_argument("--data", help="a prepared split (results/<preset>/<task>/data/split.pt) to evaluate on")
+    load.add_argument("--data", help="a task's prepared data folder (results/<preset>/<task>/data) to evaluate on")
     load.set_defaults(func=cmd_load)
 
     rep = sub.add_parser("report", help="summary.csv, tables, claims.md and figures from finished runs")
-    rep.add_argument("--config")
-    rep.add_argument("--config-json", help="the resolved config as JSON (used by the workflow)")
+    rep.add_argument("--config", help="a config (YAML) or the workflow's resolved config (JSON)")
     rep.add_argument("--results")
     rep.add_argument("--figures")
     rep.add_argument("--targets", default=str(Path(__file__).resolve().parents[1] / "config" / "paper_targets.csv"))
@@ -240,8 +307,6 @@ def _check_train_args(args, parser) -> None:
         missing = [f"--{k}" for k in ("config", "model", "method") if not getattr(args, k)]
         if missing:
             parser.error(f"qd train needs {', '.join(missing)} (or --spec)")
-    if args.command == "train" and args.spec and not (args.out and args.data):
-        parser.error("qd train --spec needs --out and --data")
 
 
 def main(argv: list[str] | None = None) -> int:

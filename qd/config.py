@@ -21,7 +21,7 @@ import jsonschema
 import yaml
 
 from qd.errors import ConfigError
-from qd.methods.registry import BUILTIN, MethodInfo, method_info
+from qd.methods.registry import BUILTIN, GRID_KEYS, MethodInfo, method_info
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA_PATH = ROOT / "workflow" / "schemas" / "config.schema.yaml"
@@ -34,7 +34,13 @@ _VARIANT = re.compile(r"^b(?P<bits>\d+)-(?:d(?P<bucket>\d+)|(?P<nobucket>nobucke
 
 
 def load_schema() -> dict:
-    return yaml.safe_load(SCHEMA_PATH.read_text())
+    """The config schema with its blocks kept in files of their own (``$ref: "<file>"``) inlined."""
+    schema = yaml.safe_load(SCHEMA_PATH.read_text())
+    for key, sub in schema["properties"].items():
+        if isinstance(sub, dict) and str(sub.get("$ref", "")).endswith(".yaml"):
+            block = yaml.safe_load((SCHEMA_PATH.parent / sub.pop("$ref")).read_text())
+            schema["properties"][key] = {**block, **sub}
+    return schema
 
 
 def _with_defaults(validator_class):
@@ -157,14 +163,24 @@ def semantic_problems(cfg: dict) -> list[str]:
                 problems.append(f"methods.{name}.source: {name!r} starts from method {info.source!r}, "
                                 f"which is not among the configured methods ({', '.join(methods)})")
         family = t["models"]["family"]
+        known = list(dict.fromkeys([*known_models(family), *(t["models"].get("architectures") or {})]))
         for role, names in (("teacher", [t["models"]["teacher"]]), ("students", t["models"]["students"])):
             for m in names:
-                if m not in known_models(family):
+                if m not in known:
                     problems.append(f"tasks.{task}.models.{role}: unknown {family} model {m!r}; "
-                                    f"known: {', '.join(known_models(family))}")
+                                    f"known: {', '.join(known)}")
         if t["models"]["teacher"] in t["models"]["students"]:
             problems.append(f"tasks.{task}.models.students: the teacher {t['models']['teacher']!r} "
                             "cannot also be a student (their run folders would collide)")
+        kind_families = {"classification": ("convnet", "resnet", "wrn"), "translation": ("lstm",)}
+        if family not in kind_families[t["kind"]]:
+            problems.append(f"tasks.{task}.models.family: {family!r} is not a {t['kind']} model family; "
+                            f"allowed: {', '.join(kind_families[t['kind']])}")
+        kinds = {"classification": ("digits", "cifar10", "cifar100", "imagenet"),
+                 "translation": ("numbers", "multi30k", "onmt-integ", "wmt13")}
+        if t["dataset"]["name"] not in kinds[t["kind"]]:
+            problems.append(f"tasks.{task}.dataset.name: {t['dataset']['name']!r} is not a {t['kind']} dataset; "
+                            f"allowed: {', '.join(kinds[t['kind']])}")
     return problems
 
 
@@ -185,9 +201,14 @@ class RunId:
         return f"{self.task}/{self.model}/{self.method}/{self.variant}/seed{self.seed}"
 
 
-def data_file(results: str | Path, task: str) -> Path:
+def data_folder(results: str | Path, task: str) -> Path:
     """A task's prepared dataset under ``results/<preset>/``, read by every run of the task."""
-    return Path(results) / task / "data" / "split.pt"
+    return Path(results) / task / "data"
+
+
+def data_file(results: str | Path, task: str) -> Path:
+    """The manifest of a task's prepared dataset: the data rule's declared output (written last)."""
+    return data_folder(results, task) / "manifest.json"
 
 
 def task_methods(cfg: dict, task: str) -> dict:
@@ -196,8 +217,13 @@ def task_methods(cfg: dict, task: str) -> dict:
     return {name: deep_merge(opts, overrides.get(name, {})) for name, opts in cfg["methods"].items()}
 
 
+def method_options(cfg: dict, task: str, method: str) -> dict:
+    """A method's options; the teacher's method ``fp`` needs none, configured or not."""
+    return task_methods(cfg, task).get(method, {})
+
+
 def info(cfg: dict, task: str, method: str) -> MethodInfo:
-    return method_info(method, task_methods(cfg, task)[method])
+    return method_info(method, method_options(cfg, task, method))
 
 
 def variant_name(bits: int | None, bucket: int | None) -> str:
@@ -229,8 +255,14 @@ def teacher_run(cfg: dict, task: str) -> RunId:
     return RunId(task, cfg["tasks"][task]["models"]["teacher"], TEACHER_METHOD, FP_VARIANT, cfg["teacher_seed"])
 
 
+def is_teacher(cfg: dict, run: RunId) -> bool:
+    return run.model == cfg["tasks"][run.task]["models"]["teacher"]
+
+
 def source_run(cfg: dict, run: RunId) -> RunId | None:
     """The trained student a run starts from (same model and seed), if its method has one."""
+    if is_teacher(cfg, run):
+        return None
     src = info(cfg, run.task, run.method).source
     return None if src is None else RunId(run.task, run.model, src, FP_VARIANT, run.seed)
 
@@ -251,61 +283,161 @@ def planned_runs(cfg: dict) -> list[RunId]:
 
 
 # ---------------------------------------------------------------- run specs
+#
+# A run's spec holds only what the run reads, so that the workflow reruns exactly the runs a config
+# change affects: a teacher's spec has no bit widths or distillation settings, a PM run's no training
+# recipe. What a run reads of other runs (the teacher, a source student) it reads from their files,
+# whose changes the workflow tracks on its own.
+
+# the dataset keys each dataset reads (the schema fills in every key for every dataset)
+DATASET_KEYS = {
+    "digits": ("split_seed", "val_fraction", "test_fraction", "train_limit"),
+    "cifar10": ("root", "download", "split_seed", "val_fraction", "train_limit"),
+    "cifar100": ("root", "download", "split_seed", "val_fraction", "train_limit"),
+    "imagenet": ("root", "train_limit"),
+    "numbers": ("split_seed", "val_fraction", "test_fraction", "pairs", "source_lang", "target_lang", "vocab_size",
+                "max_length", "lowercase"),
+    "multi30k": ("root", "download", "source_lang", "target_lang", "vocab_size", "max_length", "lowercase",
+                 "train_limit"),
+    "onmt-integ": ("root", "download", "source_lang", "target_lang", "vocab_size", "max_length", "lowercase",
+                   "train_limit"),
+    "wmt13": ("root", "download", "source_lang", "target_lang", "vocab_size", "max_length", "lowercase", "split",
+              "train_limit"),
+}
+DISTILL_KEYS = {"classification": ("temperature", "weight", "reduction", "cache_teacher"),
+                "translation": ("temperature", "weight", "reduction", "mask_padding", "cache_teacher", "cache_topk")}
+EVALUATION_KEYS = {"classification": ("batch_size",),
+                   "translation": ("batch_size", "beam", "decode_max_length", "replace_unk")}
+# the recipe keys every training run reads, and those only its optimizer or schedule reads
+TRAIN_KEYS = ("epochs", "batch_size", "optimizer", "schedule", "grad_clip", "augment", "restarts")
+OPTIMIZER_KEYS = {"sgd": ("lr", "momentum", "nesterov", "weight_decay"), "adam": ("lr", "weight_decay")}
+SCHEDULE_KEYS = {"constant": (), "cosine": (), "step": ("milestones", "gamma"),
+                 "plateau": ("patience", "cooldown", "stop_patience", "max_halvings", "select_on"),
+                 "onmt": ("decay_start", "gamma", "select_on")}
 
 
-def _dropout(cfg: dict, task: str, method: str, is_teacher: bool) -> bool:
+def train_block(train: dict, quantized: bool) -> dict:
+    """The recipe keys a training run reads (``threads`` and ``device`` say how it runs, not what)."""
+    keys = TRAIN_KEYS + OPTIMIZER_KEYS[train["optimizer"]] + SCHEDULE_KEYS[train["schedule"]]
+    if quantized and "select_on" in keys:
+        keys += ("schedule_reads",)
+    return {k: train[k] for k in keys}
+
+
+def data_spec(cfg: dict, task: str) -> dict:
+    """What the data rule of ``task`` reads: its kind and its dataset's own keys."""
+    t = cfg["tasks"][task]
+    d = t["dataset"]
+    return {"kind": t["kind"], "name": d["name"], **{k: d[k] for k in DATASET_KEYS[d["name"]] if k in d}}
+
+
+def _dropout(cfg: dict, task: str, method: str, teacher: bool) -> bool:
     setting = cfg["tasks"][task]["models"]["dropout"]
     if setting != "auto":
         return setting == "on"
-    if is_teacher:
+    if teacher or cfg["tasks"][task]["models"]["family"] != "convnet":
         return True
     i = info(cfg, task, method)
-    # distilled students drop dropout (official code); PM/DQ inherit their source student's layout
+    # distilled conv-net students drop dropout (official code); PM/DQ inherit their source student's layout
     uses_teacher = i.needs_teacher or (i.source is not None and info(cfg, task, i.source).needs_teacher)
     return not uses_teacher
 
 
-def _model_spec(cfg: dict, task: str, name: str, dropout: bool) -> dict:
+def model_spec(cfg: dict, task: str, name: str, dropout: bool) -> dict:
+    """A model's spec: its family, name and every size the builder reads."""
     m = cfg["tasks"][task]["models"]
-    return {"family": m["family"], "name": name, "width": m["width"], "logits_relu": m["logits_relu"],
-            "dropout": dropout}
+    if m["family"] == "lstm":
+        from qd.models.specs import LSTM_SPECS
+
+        base = LSTM_SPECS.get(name)
+        arch = {"layers": base.layers, "hidden": base.hidden, "embed": base.embed} if base else {}
+        arch.update(m["architectures"].get(name, {}))
+        width = m["widths"].get(name, m["width"])
+        return {"family": "lstm", "name": name, "layers": arch["layers"],
+                "hidden": max(1, round(arch["hidden"] * width)), "embed": max(1, round(arch["embed"] * width)),
+                "dropout_rate": m["dropout_rate"] if dropout else 0.0, "init_range": m["init_range"]}
+    return {"family": m["family"], "name": name, "width": m["widths"].get(name, m["width"]),
+            "logits_relu": m["logits_relu"], "dropout": dropout}
+
+
+def _with_bits(opts: dict, bits: int | None) -> dict:
+    """Method options with the overrides for the run's bit width (``by_bits``) merged in."""
+    if bits is None:
+        return opts
+    return deep_merge(opts, opts.get("by_bits", {}).get(str(bits), opts.get("by_bits", {}).get(bits, {})))
+
+
+def run_policy(cfg: dict, run: RunId, opts: dict) -> dict:
+    """The quantization policy of a run: the method's, else the model's (``quant.by_model``), else global."""
+    q = cfg["quant"]
+    keys = ("policy", "keep_first_last", "biases", "norm", "embeddings")
+    out = {k: q[k] for k in keys}
+    out.update({k: v for k, v in q.get("by_model", {}).get(run.model, {}).items() if k in keys})
+    if "policy" in opts:
+        out["policy"] = opts["policy"]
+    return out
 
 
 def run_spec(cfg: dict, run: RunId) -> dict:
-    """Everything one job needs: dataset, model, method and its options, training recipe, seed."""
+    """Everything one job reads, and nothing else: model, method and its options, and the recipe,
+    quantization and distillation blocks only for the methods that use them."""
     t = cfg["tasks"][run.task]
-    is_teacher = run.model == t["models"]["teacher"]
-    opts = task_methods(cfg, run.task).get(run.method, {}) if not is_teacher else {}
-    i = info(cfg, run.task, run.method)
+    teacher = is_teacher(cfg, run)
     bits, bucket = parse_variant(run.variant)
-    train_layers = [cfg["train"], t.get("train")]
-    train_layers.append(t.get("teacher_train") if is_teacher else opts.get("train"))
-    quant = dict(cfg["quant"], policy=opts.get("policy", cfg["quant"]["policy"]))
+    opts = {} if teacher else _with_bits(method_options(cfg, run.task, run.method), bits)
+    i = method_info(TEACHER_METHOD, {}) if teacher else info(cfg, run.task, run.method)
+    train = deep_merge(cfg["train"], t.get("train"), t.get("teacher_train") if teacher else opts.get("train"))
     spec = {
         "preset": cfg["preset"],
         "run": run.path,
-        "role": "teacher" if is_teacher else "student",
+        "role": "teacher" if teacher else "student",
         "task": run.task,
         "kind": t["kind"],
-        "dataset": t["dataset"],
-        "model": _model_spec(cfg, run.task, run.model, _dropout(cfg, run.task, run.method, is_teacher)),
+        "dataset": t["dataset"]["name"],
+        "model": model_spec(cfg, run.task, run.model, _dropout(cfg, run.task, run.method, teacher)),
         "method": {
-            "name": run.method, "entry": i.entry, "quantized": i.quantized, "needs_teacher": i.needs_teacher,
-            "source": i.source, "bits": bits, "bucket_size": bucket,
-            "options": {k: v for k, v in opts.items() if k not in ("train", "bits", "buckets", "entry")},
+            "name": run.method, "entry": i.entry, "bits": bits, "bucket_size": bucket,
+            "options": {k: v for k, v in opts.items() if k not in GRID_KEYS},
         },
-        "quant": quant,
-        "distill": cfg["distill"],
-        "train": deep_merge(*train_layers),
-        "evaluation": cfg["evaluation"],
         "seed": run.seed,
+        "threads": train["threads"],
+        "device": train["device"],
+        "evaluation": {k: cfg["evaluation"][k] for k in EVALUATION_KEYS[t["kind"]]},
     }
+    if i.trains:
+        spec["train"] = train_block(train, i.quantized)
+    if i.quantized:
+        spec["quant"] = {**run_policy(cfg, run, opts), "rounding": cfg["quant"]["rounding"]}
+    if i.distills:
+        distill = deep_merge(cfg["distill"], t.get("distill"))
+        spec["distill"] = {k: distill[k] for k in DISTILL_KEYS[t["kind"]]}
     if i.needs_teacher:
-        tr = teacher_run(cfg, run.task)
-        spec["teacher"] = {"run": tr.path, "model": _model_spec(cfg, run.task, tr.model, True)}
+        spec["teacher"] = {"run": teacher_run(cfg, run.task).path}
+    src = source_run(cfg, run)
+    if src is not None:
+        spec["source"] = {"run": src.path}
     return spec
 
 
 def spec_hash(spec: dict) -> str:
-    """Short stable hash of a run spec (the result row's ``config_hash``)."""
+    """Short stable hash of a spec (the result row's ``config_hash``, a spec file's name)."""
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def spec_file(results: str | Path, spec: dict) -> Path:
+    """Write ``spec`` to ``<results>/.specs/<hash>.json`` once and return the path.
+
+    Named by content, a spec file never changes once written, so writing them while the workflow
+    builds its DAG (dry runs included) touches nothing a job depends on.
+    """
+    path = Path(results) / ".specs" / f"{spec_hash(spec)}.json"
+    if not path.exists():
+        from qd.io import atomic_write_text
+
+        atomic_write_text(json.dumps(spec, indent=1, sort_keys=True) + "\n", path)
+    return path
+
+
+def results_root(spec_path: str | Path) -> Path:
+    """The preset's results folder of a spec file written by :func:`spec_file`."""
+    return Path(spec_path).resolve().parent.parent

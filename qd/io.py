@@ -1,12 +1,13 @@
-"""Atomic file writes: a reader (or a killed job) never sees a half-written file."""
+"""Atomic file writes: a reader (or a killed job) never sees a half-written file.
+
+Torch-free at import (the workflow writes spec files with it while it builds the DAG).
+"""
 from __future__ import annotations
 
 import json
 import os
 import tempfile
 from pathlib import Path
-
-import torch
 
 
 def _umask() -> int:
@@ -33,6 +34,8 @@ def _atomic(path: str | Path, write) -> None:
 
 def atomic_save(obj, path: str | Path) -> None:
     """``torch.save`` through a temporary file and a rename."""
+    import torch
+
     _atomic(path, lambda f: torch.save(obj, f))
 
 

@@ -130,3 +130,38 @@ def depth_comparison(models: Mapping[str, nn.Module], example_input, reference: 
     for row in rows:
         row["relative_time"] = row["median_ms"] / base
     return rows
+
+
+def time_runs(cfg: dict, results, out) -> list[dict]:
+    """Latency of the final model of every planned run of ``cfg`` on a batch of its task's test inputs.
+
+    The workflow runs this once, after every training job and with every core reserved, so that no
+    timing shares the machine with training; ``evaluation.latency`` sets batch, repeats and threads.
+    Writes ``out`` (CSV, one row per run) and returns the rows.
+    """
+    from pathlib import Path
+
+    import pandas as pd
+
+    from qd.config import data_folder, planned_runs
+    from qd.io import atomic_write_text
+    from qd.run import ARTEFACT, model_from_artefact, resolve_device
+    from qd.tasks import load_task
+
+    results = Path(results)
+    lat = cfg["evaluation"]["latency"]
+    device = resolve_device(cfg["train"]["device"])
+    tasks, rows = {}, []
+    for run in planned_runs(cfg):
+        model, _, header = model_from_artefact(results / run.path / ARTEFACT, device)
+        if run.task not in tasks:
+            kind = cfg["tasks"][run.task]["kind"]
+            tasks[run.task] = load_task(kind)({"evaluation": {"batch_size": lat["batch_size"]}},
+                                              data_folder(results, run.task), device)
+        m = measure_latency(model, tasks[run.task].example_input(lat["batch_size"]), warmup=lat["warmup"],
+                            repeats=lat["repeats"], threads=lat["threads"])
+        rows.append({"run": run.path, "latency_device": m["device"], "latency_batch": m["batch"],
+                     "latency_threads": m["threads"], "latency_median_ms": m["median_ms"],
+                     "latency_iqr_ms": m["iqr_ms"], "latency_repeats": m["repeats"]})
+    atomic_write_text(pd.DataFrame(rows).to_csv(index=False), out)
+    return rows

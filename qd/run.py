@@ -2,9 +2,13 @@
 
 A run folder ends up holding ``model.qda`` (the compressed artefact of the final weights: Huffman-coded
 level indices for a quantized method; every later stage loads the model from it), ``history.csv`` (one
-row per epoch), ``metrics.json`` (the result row) and the job's log.
+row per epoch), the task's per-example test outputs (``test_outputs.csv`` or ``test_hypotheses.txt``),
+``spec.json`` (what the run was asked to do) and ``metrics.json`` (the result row).
 The rolling checkpoint ``checkpoint.pt`` lives beside them while the run trains and is removed once
-the outputs are written; the outputs are written last, each atomically.
+the outputs are written; the outputs are written last, each atomically, ``metrics.json`` last of all.
+
+Everything task-specific goes through the run's task adapter (``ctx.task``, ``qd.tasks``); a method
+builds its loss with :meth:`RunContext.objective` and never sees what a batch holds.
 
 Try: ``qd train --config config/config.yaml --task digits --model student1 --method qd --bits 4``.
 """
@@ -14,6 +18,7 @@ import copy
 import csv
 import hashlib
 import io
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,20 +29,17 @@ import torch.nn as nn
 
 from qd.artefact import export_artefact, load_artefact
 from qd.config import spec_hash
-from qd.data import Splits, load_splits
-from qd.distill import distillation_loss
 from qd.errors import MissingRun
-from qd.evaluate import classify
 from qd.io import atomic_write_json, atomic_write_text
-from qd.latency import measure_latency
 from qd.methods import load_method
-from qd.models import build_model, count_parameters
+from qd.models import count_parameters
 from qd.policy import QuantPolicy, quantized_names
 from qd.provenance import environment
 from qd.quant import QuantCodes, decode
 from qd.size import model_sizes
 from qd.ste import UniformQuantizer
-from qd.train import Fit, run_epochs
+from qd.tasks import load_task
+from qd.train import Fit, Selection, run_epochs
 
 REPORTING_RULE = "final epoch, quantized weights"
 CHECKPOINT = "checkpoint.pt"
@@ -56,21 +58,26 @@ class RunResult:
 
 @dataclass
 class RunContext:
-    """Everything a method may use. Methods build models and losses from it, never from globals."""
+    """Everything a method may use. Methods build models and losses from it, never from globals.
+
+    ``task`` is the run's task adapter (data, models, losses, metrics); ``teacher`` and ``source``
+    are the finished runs the method reads (in eval mode), when its registry entry asks for them.
+    """
 
     spec: dict
-    splits: Splits
+    task: object  # a qd.tasks.base.Task
     device: torch.device
     run_dir: Path
     teacher: nn.Module | None = None
     source: nn.Module | None = None
     teacher_file: Path | None = None  # the teacher's artefact, hashed into the row's teacher_id
+    source_file: Path | None = None
 
     # ---- models
     def new_model(self) -> nn.Module:
         """A freshly initialised student, seeded by the run's seed."""
         torch.manual_seed(self.spec["seed"])
-        return build_model(self.spec["model"], **_shape(self.splits)).to(self.device)
+        return self.task.new_model(self.spec["model"])
 
     def source_copy(self) -> nn.Module:
         if self.source is None:
@@ -99,30 +106,41 @@ class RunContext:
         return UniformQuantizer(self.bits, self.bucket_size, stochastic, generator)
 
     # ---- losses
-    def teacher_logits(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.inference_mode():
-            return self.teacher(x)
+    def objective(self, forward: Callable, teacher: nn.Module | None = None) -> Callable:
+        """The loss of one batch through ``forward``: the task's own loss, or with ``teacher`` the
+        distillation loss toward that teacher's outputs (the run's ``distill`` block)."""
+        task = self.task
 
-    def distillation(self, student_logits, teacher_logits, y) -> torch.Tensor:
-        d = self.spec["distill"]
-        # the clone turns an inference-mode tensor into one autograd may use (as a constant)
-        return distillation_loss(student_logits, teacher_logits.clone(), y, d["temperature"], d["weight"],
-                                 d["reduction"])
+        def task_loss(batch):
+            return task.loss(forward(*task.inputs(batch)), batch)
+
+        def distillation(batch):
+            target = task.teacher_output(teacher, batch)
+            return task.distillation_loss(forward(*task.inputs(batch)), target, batch, self.spec["distill"])
+
+        return task_loss if teacher is None else distillation
 
     # ---- training and evaluation
-    def evaluator(self, forward: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[], dict]:
-        """Per-epoch evaluation of ``forward`` (which must use the weights being reported)."""
-        bs = self.spec["evaluation"]["batch_size"]
+    def evaluator(self, forward: Callable) -> Callable[[], dict]:
+        """Per-epoch evaluation of ``forward`` (which must use the weights being reported): the task's
+        epoch metrics on val and test, as ``<split>_<metric>``."""
 
         def evaluate() -> dict:
-            return {f"{s}_accuracy": classify(forward, *self.splits.split(s), bs)["accuracy"] for s in ("val", "test")}
+            out = {}
+            for split in ("val", "test"):
+                out.update({f"{split}_{k}": v for k, v in self.task.epoch_metrics(forward, split).items()})
+            return out
 
         return evaluate
 
     def fit(self, fit: Fit) -> list[dict]:
         """Train with the run's recipe (``train`` block), checkpointing into the run folder."""
-        return run_epochs(fit, self.splits, self.spec["train"], self.spec["seed"], self.spec["run"],
-                          self.run_dir / CHECKPOINT)
+        t = self.spec["train"]
+        info = self.task.info
+        select = Selection(f"{t.get('select_on', 'test')}_{info.epoch_metric}", info.epoch_higher_is_better,
+                           shadow=t.get("schedule_reads") == "full_precision")
+        return run_epochs(fit, self.task, t, self.spec["seed"], self.spec["run"], self.run_dir / CHECKPOINT,
+                          spec_hash(self.spec), select)
 
 
 def load_codes(model: nn.Module, codes: dict[str, QuantCodes]) -> None:
@@ -133,21 +151,22 @@ def load_codes(model: nn.Module, codes: dict[str, QuantCodes]) -> None:
             params[name].copy_(decode(c).to(params[name].device))
 
 
-def _shape(splits: Splits) -> dict:
-    m = splits.meta
-    return {"in_channels": m["in_channels"], "num_classes": m["num_classes"], "image_size": m["image_size"]}
-
-
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
 
 
+def _meta_of(header: dict) -> tuple[str, dict]:
+    """Task kind and model metadata of an artefact header (format 1 files called the latter 'shape')."""
+    return header.get("kind", "classification"), header.get("model_meta", header.get("shape"))
+
+
 def model_from_artefact(path: str | Path, device: torch.device | str = "cpu") -> tuple[nn.Module, dict, dict]:
     """``(model, codes, header)`` from a compressed artefact: the model holds exactly the saved weights."""
     state_dict, codes, header = load_artefact(path)
-    model = build_model(header["model"], **header["shape"])
+    kind, meta = _meta_of(header)
+    model = load_task(kind).build_model(header["model"], meta)
     model.load_state_dict(state_dict)
     return model.to(device).eval(), codes, header
 
@@ -160,30 +179,34 @@ def load_run_model(run_dir: str | Path, device: torch.device | str = "cpu") -> n
     return model_from_artefact(path, device)[0]
 
 
-def _splits_on(splits: Splits, device: torch.device) -> Splits:
-    move = lambda t: tuple(v.to(device) for v in t)  # noqa: E731
-    return Splits(move(splits.train), move(splits.val), move(splits.test), splits.meta)
-
-
 def execute(spec: dict, out_dir: str | Path, data: str | Path, teacher_dir=None, source_dir=None) -> dict:
-    """Run ``spec`` into ``out_dir`` and return its result row."""
+    """Run ``spec`` into ``out_dir`` and return its result row. ``data`` is the task's prepared data
+    folder (or a file in it)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    torch.set_num_threads(spec["train"]["threads"])
-    device = resolve_device(spec["train"]["device"])
+    torch.set_num_threads(spec["threads"])
+    device = resolve_device(spec["device"])
     started = time.perf_counter()
-    ctx = RunContext(spec, _splits_on(load_splits(data), device), device, out_dir)
-    if spec["method"]["needs_teacher"]:
+    data = Path(data)
+    folder = data if data.is_dir() else data.parent
+    task = load_task(spec["kind"])(spec, folder, device)
+    ctx = RunContext(spec, task, device, out_dir)
+    if spec.get("teacher"):
         teacher_dir = _required(teacher_dir, "teacher", spec)
         ctx.teacher = load_run_model(teacher_dir, device)
         ctx.teacher_file = teacher_dir / ARTEFACT
-    if spec["method"]["source"]:
-        ctx.source = load_run_model(_required(source_dir, "source", spec), device)
+        task.teacher_folder = teacher_dir  # adapters that compare with the teacher's outputs read them there
+    if spec.get("source"):
+        source_dir = _required(source_dir, "source", spec)
+        ctx.source = load_run_model(source_dir, device)
+        ctx.source_file = source_dir / ARTEFACT
+    atomic_write_json(spec, out_dir / "spec.json")
     result: RunResult = load_method(spec["method"]["entry"])(ctx)
     result.model.eval()
     size_on_disk = write_artefact(out_dir / ARTEFACT, ctx, result)
-    row = result_row(ctx, result, size_on_disk, time.perf_counter() - started)
-    write_outputs(out_dir, result, row)
+    metrics, outputs = task.final_metrics(result.model)
+    row = result_row(ctx, result, metrics, size_on_disk, time.perf_counter() - started)
+    write_outputs(out_dir, result, outputs, row)
     return row
 
 
@@ -194,11 +217,11 @@ def _required(path, role: str, spec: dict) -> Path:
 
 
 def artefact_header(ctx: RunContext) -> dict:
-    """What rebuilds the model, and which run it is (the full spec stays in metrics.json: a few kB of
+    """What rebuilds the model, and which run it is (the full spec stays in spec.json: a few kB of
     JSON would outweigh a small quantized model)."""
     spec = ctx.spec
-    return {"model": spec["model"], "shape": _shape(ctx.splits), "run": spec["run"], "task": spec["task"],
-            "method": spec["method"]["name"], "bits": spec["method"]["bits"],
+    return {"kind": spec["kind"], "model": spec["model"], "model_meta": ctx.task.model_meta(), "run": spec["run"],
+            "task": spec["task"], "method": spec["method"]["name"], "bits": spec["method"]["bits"],
             "bucket_size": spec["method"]["bucket_size"]}
 
 
@@ -213,30 +236,20 @@ def write_artefact(path: Path, ctx: RunContext, result: RunResult) -> int:
     return size
 
 
-def latency(ctx: RunContext, model: nn.Module) -> dict:
-    """Forward-pass latency of the final model on a batch of test images, on the run's device."""
-    cfg = ctx.spec["evaluation"]["latency"]
-    x = ctx.splits.test[0][: cfg["batch_size"]]
-    m = measure_latency(model, x, warmup=cfg["warmup"], repeats=cfg["repeats"], threads=ctx.spec["train"]["threads"])
-    return {"latency_device": m["device"], "latency_batch": m["batch"], "latency_threads": m["threads"],
-            "latency_median_ms": m["median_ms"], "latency_iqr_ms": m["iqr_ms"], "latency_repeats": m["repeats"]}
-
-
-def result_row(ctx: RunContext, result: RunResult, size_on_disk: int, wall_time: float) -> dict:
+def result_row(ctx: RunContext, result: RunResult, metrics: dict, size_on_disk: int, wall_time: float) -> dict:
     spec, model = ctx.spec, result.model
-    bs = spec["evaluation"]["batch_size"]
-    test = classify(model, *ctx.splits.test, bs)
-    val = classify(model, *ctx.splits.val, bs)
     sizes = model_sizes(dict(model.named_parameters()), result.codes)
     quantized = bool(result.codes)
+    distilled = "distill" in spec
     row = {
-        "preset": spec["preset"], "run": spec["run"], "role": spec["role"], "task": spec["task"], "dataset": spec["dataset"]["name"],
-        "model": spec["model"]["name"], "params": count_parameters(model), "method": spec["method"]["name"],
+        "preset": spec["preset"], "run": spec["run"], "role": spec["role"], "task": spec["task"],
+        "kind": spec["kind"], "dataset": spec["dataset"], "model": spec["model"]["name"],
+        "params": count_parameters(model), "method": spec["method"]["name"],
         "bits": spec["method"]["bits"], "bucket": spec["method"]["bucket_size"],
         "policy": ctx.policy().describe() if quantized else None,
         "seed": spec["seed"],
-        "accuracy": test["accuracy"], "top5": test["top5"], "test_loss": test["loss"],
-        "val_accuracy": val["accuracy"],
+        "primary_metric": ctx.task.info.primary,
+        **metrics,
         **{k: sizes[k] for k in ("quantized_params", "fp_params", "n_buckets", "size_fp32")},
         "size_analytic": sizes["size_analytic"] if quantized else sizes["size_fp32"],
         "size_on_disk": size_on_disk,
@@ -244,12 +257,12 @@ def result_row(ctx: RunContext, result: RunResult, size_on_disk: int, wall_time:
         "entropy_bits_per_weight": sizes["entropy_bits_per_weight"] if quantized else None,
         "epochs": len(result.history),
         "reporting_rule": REPORTING_RULE,
-        "temperature": spec["distill"]["temperature"] if spec["method"]["needs_teacher"] else None,
-        "distill_reduction": spec["distill"]["reduction"] if spec["method"]["needs_teacher"] else None,
+        "temperature": spec["distill"]["temperature"] if distilled else None,
+        "distill_reduction": spec["distill"]["reduction"] if distilled else None,
         "teacher_id": file_id(ctx.teacher_file) if ctx.teacher_file else None,
+        "source_id": file_id(ctx.source_file) if ctx.source_file else None,
         "config_hash": spec_hash(spec),
         **environment(ctx.device),
-        **latency(ctx, model),
         "wall_time": wall_time,
         **result.extra,
     }
@@ -269,8 +282,14 @@ def history_csv(history: list[dict]) -> str:
     return buf.getvalue()
 
 
-def write_outputs(out_dir: Path, result: RunResult, row: dict) -> None:
+def write_outputs(out_dir: Path, result: RunResult, outputs: dict[str, str], row: dict) -> None:
     """Write the remaining declared outputs (metrics.json last) and drop the rolling checkpoint."""
     atomic_write_text(history_csv(result.history), out_dir / "history.csv")
+    for name, text in outputs.items():
+        atomic_write_text(text, out_dir / name)
     atomic_write_json(row, out_dir / "metrics.json")
     (out_dir / CHECKPOINT).unlink(missing_ok=True)
+
+
+def read_spec(path: str | Path) -> dict:
+    return json.loads(Path(path).read_text())

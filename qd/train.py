@@ -1,28 +1,35 @@
-"""One training engine for every method: epochs of minibatch steps, evaluation, schedule, checkpoints.
+"""One training engine for every method and task: epochs of minibatch steps, evaluation, schedule,
+checkpoints.
 
-A method supplies what differs: the parameters to optimise (student weights, or DQ's points), the
-loss of one minibatch, how to evaluate the current (quantized) model, and an optional hook after
-each optimizer step. The engine owns the rest:
+A method supplies what differs (a :class:`Fit`): the parameters to optimise (student weights, or
+DQ's points, optionally in groups with their own learning rate), the loss of one batch, how to
+evaluate the weights being reported, and an optional hook after each optimizer step. The task
+adapter supplies the batches. The engine owns the rest:
 
-* seeds: the data order of epoch ``e`` comes from ``seed`` and ``e``; the global RNG state (dropout)
-  is checkpointed, so a resumed run repeats an uninterrupted one exactly (CPU);
-* an atomic checkpoint (temp file + rename) after every epoch, resumed from when present;
+* seeds: the data order (and augmentation) of epoch ``e`` comes from ``seed`` and ``e``; the global
+  RNG state (dropout) is checkpointed, so a resumed run repeats an uninterrupted one exactly (CPU);
+* schedules, including the official code's 'generic' plateau rule complete (halving, cooldown,
+  early stop) and OpenNMT's decay, reading the task's epoch metric in its own direction;
+* consecutive *stages* (``train.restarts``): the official CIFAR-10 students were trained twice in a
+  row, the second run starting from the first's weights with a fresh optimizer and learning rate;
+* an atomic checkpoint (temp file + rename) after every epoch, tagged with the hash of the run's
+  spec: a checkpoint of another spec is not resumed but replaced;
 * a non-finite loss stops the run with its name, epoch and step;
-* progress lines (epoch, step, loss, accuracy, ETA) on stderr.
+* progress lines (epoch, step, loss, metrics, ETA) on stderr.
+
+Exercise it with ``pytest tests/test_train.py``.
 """
 from __future__ import annotations
 
 import math
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from qd.data import Splits, batches
-from qd.data.augment import crop_and_flip
 from qd.errors import NonFiniteLoss
 from qd.io import atomic_save
 
@@ -31,27 +38,111 @@ from qd.io import atomic_save
 class Fit:
     """What a method hands the engine."""
 
-    params: list[torch.nn.Parameter]
-    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x, y) -> scalar loss
-    evaluate: Callable[[], dict]  # -> {"val_accuracy": .., "test_accuracy": ..}
+    params: list  # parameters, or param groups: dicts with "params" and optional "lr" / "weight_decay"
+    loss: Callable[[object], torch.Tensor]  # batch -> scalar loss
+    evaluate: Callable[[], dict]  # -> {"val_accuracy": .., "test_accuracy": ..} of the reported weights
     modules: list[torch.nn.Module]  # put in train() mode for steps, eval() for evaluation
     after_step: Callable[[], None] | None = None
     state: Callable[[], dict] = field(default=lambda: {})  # extra state to checkpoint
     load_state: Callable[[dict], None] = field(default=lambda s: None)
+    # the full-precision shadow weights' metrics, for a schedule that reads them (official QD)
+    evaluate_shadow: Callable[[], dict] | None = None
 
 
-def make_optimizer(params: Iterable[torch.nn.Parameter], cfg: dict) -> torch.optim.Optimizer:
+def flat_params(params: list) -> list[torch.nn.Parameter]:
+    """Every parameter of a list of parameters or param groups."""
+    out = []
+    for p in params:
+        out += list(p["params"]) if isinstance(p, dict) else [p]
+    return out
+
+
+def make_optimizer(params: list, cfg: dict) -> torch.optim.Optimizer:
+    """The recipe's optimizer; param groups keep their own ``lr`` / ``weight_decay`` if they set them."""
+    groups = [dict(p, params=list(p["params"])) for p in params] if params and isinstance(params[0], dict) \
+        else [{"params": list(params)}]
     if cfg["optimizer"] == "sgd":
-        return torch.optim.SGD(params, lr=cfg["lr"], momentum=cfg["momentum"],
+        return torch.optim.SGD(groups, lr=cfg["lr"], momentum=cfg["momentum"],
                                nesterov=cfg["nesterov"] and cfg["momentum"] > 0, weight_decay=cfg["weight_decay"])
     if cfg["optimizer"] == "adam":
-        return torch.optim.Adam(params, lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+        return torch.optim.Adam(groups, lr=cfg["lr"], weight_decay=cfg["weight_decay"])
     raise ValueError(f"train.optimizer: unknown optimizer {cfg['optimizer']!r}")
 
 
-def make_schedule(optimizer, cfg: dict):
-    """LR schedule stepped once per epoch. ``plateau`` is the official 'generic' rule: halve the LR
-    when the selection accuracy has not improved by 0.1 points for ``patience`` epochs."""
+# ---------------------------------------------------------------------------------------- schedules
+
+
+class GenericPlateau:
+    """The official code's 'generic' rule (``LearningRateScheduler``), in the metric's own units.
+
+    After an epoch whose metric does not beat the best so far by more than ``threshold`` (0.1
+    accuracy points = the code's 0.1% error band), the count of epochs without improvement grows.
+    Once it reaches ``patience`` and no halving happened in the last ``cooldown`` epochs, the learning
+    rate is multiplied by ``factor``. Training stops when the count exceeds ``stop_patience`` or the
+    learning rate was halved more than ``max_halvings`` times (``None`` = never).
+    """
+
+    def __init__(self, optimizer, higher_is_better: bool, patience: int = 10, cooldown: int = 8,
+                 stop_patience: int | None = 30, max_halvings: int | None = 11, threshold: float = 0.1,
+                 factor: float = 0.5):
+        self.optimizer, self.sign = optimizer, 1.0 if higher_is_better else -1.0
+        self.patience, self.cooldown, self.threshold, self.factor = patience, cooldown, threshold, factor
+        self.stop_patience, self.max_halvings = stop_patience, max_halvings
+        self.best = -math.inf
+        self.since_improvement = self.wait = self.halvings = 0
+        self.should_stop = False
+
+    def step(self, metric: float) -> None:
+        value = self.sign * metric
+        if value - self.threshold > self.best:
+            self.best, self.since_improvement = value, 0
+        else:
+            self.since_improvement += 1
+        self.wait = max(self.wait - 1, 0)
+        if self.since_improvement >= self.patience and self.wait == 0:
+            self.wait = self.cooldown
+            self.halvings += 1
+            for g in self.optimizer.param_groups:
+                g["lr"] *= self.factor
+        self.should_stop = ((self.stop_patience is not None and self.since_improvement > self.stop_patience)
+                            or (self.max_halvings is not None and self.halvings > self.max_halvings))
+
+    def state_dict(self) -> dict:
+        return {k: getattr(self, k) for k in ("best", "since_improvement", "wait", "halvings", "should_stop")}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.__dict__.update(state)
+
+
+class OnmtDecay:
+    """OpenNMT's decay (its ``Optim.updateLearningRate``): from epoch ``decay_start`` on, or from the
+    first epoch whose validation metric is worse than the previous epoch's, multiply the learning
+    rate by ``gamma`` after every epoch."""
+
+    def __init__(self, optimizer, higher_is_better: bool, decay_start: int, gamma: float):
+        self.optimizer, self.sign = optimizer, 1.0 if higher_is_better else -1.0
+        self.decay_start, self.gamma = decay_start, gamma
+        self.epoch, self.last, self.decaying, self.should_stop = 0, None, False, False
+
+    def step(self, metric: float) -> None:
+        self.epoch += 1
+        value = self.sign * metric
+        if self.epoch >= self.decay_start or (self.last is not None and value < self.last):
+            self.decaying = True
+        if self.decaying:
+            for g in self.optimizer.param_groups:
+                g["lr"] *= self.gamma
+        self.last = value
+
+    def state_dict(self) -> dict:
+        return {k: getattr(self, k) for k in ("epoch", "last", "decaying")}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.__dict__.update(state)
+
+
+def make_schedule(optimizer, cfg: dict, higher_is_better: bool = True):
+    """LR schedule stepped once per epoch (``None`` for a constant rate)."""
     name = cfg["schedule"]
     if name == "constant":
         return None
@@ -60,18 +151,15 @@ def make_schedule(optimizer, cfg: dict):
     if name == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, cfg["epochs"])
     if name == "plateau":
-        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.5, patience=cfg["patience"],
-                                                          threshold=0.1, threshold_mode="abs")
+        return GenericPlateau(optimizer, higher_is_better, cfg["patience"], cfg["cooldown"], cfg["stop_patience"],
+                              cfg["max_halvings"])
+    if name == "onmt":
+        return OnmtDecay(optimizer, higher_is_better, cfg["decay_start"], cfg["gamma"])
     raise ValueError(f"train.schedule: unknown schedule {name!r}")
 
 
-def _step_schedule(schedule, metrics: dict, select_on: str) -> None:
-    if schedule is None:
-        return
-    if isinstance(schedule, torch.optim.lr_scheduler.ReduceLROnPlateau):
-        schedule.step(metrics[f"{select_on}_accuracy"])
-    else:
-        schedule.step()
+def _reads_metric(schedule) -> bool:
+    return isinstance(schedule, (GenericPlateau, OnmtDecay))
 
 
 def _set_mode(modules, training: bool) -> None:
@@ -88,7 +176,7 @@ class Progress:
         self.start = self.last = time.perf_counter()
 
     def _eta(self, epochs_done: float) -> str:
-        """Remaining time, from the pace of the epochs run in this process."""
+        """Remaining time, from the pace of the epochs run in this process (at most ``epochs``)."""
         fresh = epochs_done - self.start_epoch
         if fresh <= 0:
             return "?"
@@ -104,46 +192,93 @@ class Progress:
 
     def epoch(self, row: dict) -> None:
         self.last = time.perf_counter()
-        accs = " ".join(f"{k.removesuffix('_accuracy')} {v:.2f}" for k, v in row.items() if k.endswith("_accuracy"))
-        print(f"[{self.run}] epoch {row['epoch']}/{self.epochs} loss {row['train_loss']:.4f} {accs} "
+        skip = {"epoch", "train_loss", "lr", "seconds", "stage"}
+        metrics = " ".join(f"{k} {v:.4g}" for k, v in row.items() if k not in skip and isinstance(v, float))
+        print(f"[{self.run}] epoch {row['epoch']}/{self.epochs} loss {row['train_loss']:.4f} {metrics} "
               f"lr {row['lr']:.3g} eta {self._eta(row['epoch'])}", file=sys.stderr, flush=True)
 
 
-def run_epochs(fit: Fit, splits: Splits, cfg: dict, seed: int, run: str, checkpoint: Path | None) -> list[dict]:
-    """Train for ``cfg['epochs']`` epochs; returns the per-epoch history (resumes from ``checkpoint``)."""
-    optimizer = make_optimizer(fit.params, cfg)
-    schedule = make_schedule(optimizer, cfg)
-    history: list[dict] = []
-    start_epoch = 0
+@dataclass
+class Selection:
+    """Which per-epoch number the schedule reads: ``key`` of the history row, in its direction."""
+
+    key: str  # e.g. "test_accuracy" or "val_ppl"
+    higher_is_better: bool
+    shadow: bool = False  # read the full-precision shadow weights' metric (official QD)
+
+
+@dataclass
+class _Position:
+    stage: int = 0
+    stage_epoch: int = 0  # epochs done in the current stage
+    epoch: int = 0  # epochs done in all
+    history: list = field(default_factory=list)
+
+
+def run_epochs(fit: Fit, task, cfg: dict, seed: int, run: str, checkpoint: Path | None = None,
+               spec_hash: str | None = None, select: Selection | None = None) -> list[dict]:
+    """Train with the recipe ``cfg``; returns the per-epoch history (resumes from ``checkpoint``).
+
+    ``task`` provides ``train_batches(batch_size, generator)`` and ``n_train_batches(batch_size)``.
+    """
+    select = select or Selection(f"{cfg.get('select_on', 'test')}_accuracy", True)
+    stages = cfg.get("restarts", 0) + 1
+    pos = _Position()
+    optimizer, schedule = _fresh(fit, cfg, select)
     if checkpoint is not None and checkpoint.exists():
-        start_epoch, history = _resume(checkpoint, fit, optimizer, schedule)
-        print(f"[{run}] resumed from {checkpoint} after epoch {start_epoch}", file=sys.stderr, flush=True)
-    x, y = splits.train
-    steps = math.ceil(len(y) / cfg["batch_size"])
-    progress = Progress(run, cfg["epochs"], start_epoch, steps)
-    for epoch in range(start_epoch, cfg["epochs"]):
-        t0 = time.perf_counter()
-        loss_sum = _train_epoch(fit, optimizer, x, y, cfg, seed, epoch, run, progress)
-        _set_mode(fit.modules, False)
-        metrics = fit.evaluate()
-        row = {"epoch": epoch + 1, "train_loss": loss_sum / steps, **metrics,
-               "lr": optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - t0}
-        _step_schedule(schedule, metrics, cfg["select_on"])
-        history.append(row)
-        if checkpoint is not None:
-            _save(checkpoint, epoch + 1, history, fit, optimizer, schedule)
-        progress.epoch(row)
-    return history
+        pos = _resume(checkpoint, spec_hash, fit, optimizer, schedule, run) or pos
+    steps = task.n_train_batches(cfg["batch_size"])
+    progress = Progress(run, cfg["epochs"] * stages, pos.epoch, steps)
+    while pos.stage < stages:
+        while pos.stage_epoch < cfg["epochs"] and not getattr(schedule, "should_stop", False):
+            row = _epoch(fit, task, optimizer, schedule, cfg, seed, pos, run, progress, select, stages)
+            pos.history.append(row)
+            pos.epoch += 1
+            pos.stage_epoch += 1
+            if checkpoint is not None:
+                _save(checkpoint, spec_hash, pos, fit, optimizer, schedule)
+            progress.epoch(row)
+        pos.stage += 1
+        pos.stage_epoch = 0
+        if pos.stage < stages:
+            # the next stage restarts from these weights with the initial learning rate
+            optimizer, schedule = _fresh(fit, cfg, select)
+    return pos.history
 
 
-def _train_epoch(fit, optimizer, x, y, cfg, seed, epoch, run, progress) -> float:
+def _fresh(fit: Fit, cfg: dict, select: Selection):
+    optimizer = make_optimizer(fit.params, cfg)
+    return optimizer, make_schedule(optimizer, cfg, select.higher_is_better)
+
+
+def _epoch(fit, task, optimizer, schedule, cfg, seed, pos, run, progress, select, stages) -> dict:
+    t0 = time.perf_counter()
+    lr = optimizer.param_groups[0]["lr"]
+    loss_sum, steps = _train_epoch(fit, task, optimizer, cfg, seed, pos.epoch, run, progress)
+    _set_mode(fit.modules, False)
+    metrics = fit.evaluate()
+    if select.shadow and fit.evaluate_shadow is not None:
+        metrics.update({f"{k}_fp": v for k, v in fit.evaluate_shadow().items()})
+    row = {"epoch": pos.epoch + 1, "train_loss": loss_sum / max(steps, 1), **metrics, "lr": lr,
+           "seconds": time.perf_counter() - t0}
+    if stages > 1:
+        row["stage"] = pos.stage + 1
+    if schedule is not None:
+        if _reads_metric(schedule):
+            key = select.key + ("_fp" if select.shadow and fit.evaluate_shadow is not None else "")
+            schedule.step(metrics[key])
+        else:
+            schedule.step()
+    return row
+
+
+def _train_epoch(fit, task, optimizer, cfg, seed, epoch, run, progress) -> tuple[float, int]:
     _set_mode(fit.modules, True)
     generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
-    loss_sum = 0.0
-    for step, (xb, yb) in enumerate(batches(x, y, cfg["batch_size"], generator), start=1):
-        if cfg["augment"]:
-            xb = crop_and_flip(xb, generator)
-        loss = fit.loss(xb, yb)
+    params = flat_params(fit.params)
+    loss_sum, step = 0.0, 0
+    for step, batch in enumerate(task.train_batches(cfg["batch_size"], generator), start=1):
+        loss = fit.loss(batch)
         value = loss.item()  # one device sync per step serves the guard, the sum and the progress line
         if not math.isfinite(value):
             raise NonFiniteLoss(f"run {run}: loss became {value} at epoch {epoch + 1}, step {step}; "
@@ -151,20 +286,21 @@ def _train_epoch(fit, optimizer, x, y, cfg, seed, epoch, run, progress) -> float
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.get("grad_clip"):
-            torch.nn.utils.clip_grad_norm_(fit.params, cfg["grad_clip"])
+            torch.nn.utils.clip_grad_norm_(params, cfg["grad_clip"])
         optimizer.step()
         if fit.after_step is not None:
             fit.after_step()
         loss_sum += value
         progress.step(epoch, step, value)
-    return loss_sum
+    return loss_sum, step
 
 
-def _save(path: Path, epoch: int, history, fit: Fit, optimizer, schedule) -> None:
+def _save(path: Path, spec_hash, pos: _Position, fit: Fit, optimizer, schedule) -> None:
     atomic_save({
-        "epoch": epoch,
-        "history": history,
-        "params": [p.detach().clone() for p in fit.params],
+        "spec_hash": spec_hash,
+        "epoch": pos.epoch, "stage": pos.stage, "stage_epoch": pos.stage_epoch,
+        "history": pos.history,
+        "params": [p.detach().clone() for p in flat_params(fit.params)],
         "modules": [m.state_dict() for m in fit.modules],
         "optimizer": optimizer.state_dict(),
         "schedule": schedule.state_dict() if schedule is not None else None,
@@ -173,16 +309,23 @@ def _save(path: Path, epoch: int, history, fit: Fit, optimizer, schedule) -> Non
     }, path)
 
 
-def _resume(path: Path, fit: Fit, optimizer, schedule) -> tuple[int, list[dict]]:
+def _resume(path: Path, spec_hash, fit: Fit, optimizer, schedule, run: str) -> _Position | None:
+    """Restore a checkpoint of this very spec; one of another spec is discarded (returns None)."""
     ckpt = torch.load(path, weights_only=False)
+    if ckpt.get("spec_hash") != spec_hash:
+        print(f"[{run}] {path} was written for spec {ckpt.get('spec_hash')}, not this run's {spec_hash}: "
+              "starting afresh", file=sys.stderr, flush=True)
+        path.unlink()
+        return None
     for m, s in zip(fit.modules, ckpt["modules"]):
         m.load_state_dict(s)
     with torch.no_grad():
-        for p, saved in zip(fit.params, ckpt["params"]):
+        for p, saved in zip(flat_params(fit.params), ckpt["params"]):
             p.copy_(saved)
     optimizer.load_state_dict(ckpt["optimizer"])
     if schedule is not None:
         schedule.load_state_dict(ckpt["schedule"])
     torch.set_rng_state(ckpt["rng"])
     fit.load_state(ckpt["extra"])
-    return ckpt["epoch"], ckpt["history"]
+    print(f"[{run}] resumed from {path} after epoch {ckpt['epoch']}", file=sys.stderr, flush=True)
+    return _Position(ckpt["stage"], ckpt["stage_epoch"], ckpt["epoch"], ckpt["history"])

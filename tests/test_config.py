@@ -47,7 +47,9 @@ def test_defaults_filled():
     assert cfg["quant"]["bucket_size"] == 256
     assert cfg["quant"]["bits"] == [2, 4]
     assert cfg["quant"]["policy"] == "all" and cfg["quant"]["rounding"] == "deterministic"
-    assert cfg["distill"] == {"temperature": 2.0, "weight": 0.7, "reduction": "legacy_mean"}
+    assert cfg["distill"] == {"temperature": 2.0, "weight": 0.7, "reduction": "legacy_mean", "mask_padding": True,
+                              "cache_teacher": False,
+                              "cache_topk": 0}
     assert list(cfg["methods"]) == ["fp", "distill", "pm", "qt", "qd", "dq"]
     assert cfg["methods"]["pm"] == {"source": "distill", "buckets": [256, None]}
     assert cfg["methods"]["dq"]["init"] == "quantiles" and cfg["methods"]["dq"]["distill_from"] == "self"
@@ -206,32 +208,44 @@ def test_run_spec_qd():
     cfg = validate(MINIMAL)
     spec = run_spec(cfg, _run(cfg, "qd", "b2-d256"))
     assert spec["run"] == "digits/student1/qd/b2-d256/seed0"
-    assert spec["method"]["needs_teacher"] is True and spec["method"]["quantized"] is True
     assert spec["method"]["bits"] == 2 and spec["method"]["bucket_size"] == 256
-    assert spec["teacher"]["run"] == "digits/teacher/fp/fp32/seed0"
-    assert spec["teacher"]["model"]["name"] == "teacher" and spec["teacher"]["model"]["dropout"] is True
+    assert spec["teacher"] == {"run": "digits/teacher/fp/fp32/seed0"}  # the rest is read from its artefact
     assert spec["model"]["dropout"] is False  # distilled students drop dropout (auto)
     assert spec["distill"]["reduction"] == "legacy_mean" and spec["train"]["epochs"] == 200
+    assert spec["quant"]["policy"] == "all" and "bits" not in spec["quant"] and "bucket_size" not in spec["quant"]
 
 
-def test_run_spec_pm_starts_from_distilled_student():
+def test_run_spec_pm_starts_from_distilled_student_and_has_no_recipe():
     cfg = validate(MINIMAL)
     spec = run_spec(cfg, _run(cfg, "pm", "b4-nobucket"))
-    assert spec["method"]["source"] == "distill"
-    assert spec["method"]["needs_teacher"] is False and "teacher" not in spec
+    assert spec["source"] == {"run": "digits/student1/distill/fp32/seed0"}
+    assert "teacher" not in spec and "train" not in spec and "distill" not in spec
     assert spec["method"]["bits"] == 4 and spec["method"]["bucket_size"] is None
     assert spec["model"]["dropout"] is False  # its source is distilled
-    assert "buckets" not in spec["method"]["options"]
+    assert spec["method"]["options"] == {}  # buckets and source are the run grid's, not the method's
 
 
-def test_run_spec_fp_student_and_teacher():
-    cfg = validate(MINIMAL)
-    fp = run_spec(cfg, _run(cfg, "fp", "fp32"))
-    assert fp["model"]["dropout"] is True and fp["method"]["bits"] is None and "teacher" not in fp
+def test_teacher_spec_holds_only_what_a_teacher_reads():
+    cfg = validate(_cfg(methods={"distill": {}, "qd": {}}))  # no fp among the methods: the teacher still trains
     teacher = run_spec(cfg, planned_runs(cfg)[0])
-    assert teacher["model"]["name"] == "teacher" and teacher["model"]["dropout"] is True
-    distill = run_spec(cfg, _run(cfg, "distill", "fp32"))
-    assert distill["model"]["dropout"] is False and distill["teacher"]["run"] == "digits/teacher/fp/fp32/seed0"
+    assert teacher["role"] == "teacher" and teacher["method"]["name"] == "fp"
+    assert set(teacher) == {"preset", "run", "role", "task", "kind", "dataset", "model", "method", "seed",
+                            "threads", "device", "evaluation", "train"}
+    # the plateau schedule's keys, the optimizer's, no quantization or distillation
+    assert set(teacher["train"]) == {"epochs", "batch_size", "optimizer", "schedule", "grad_clip", "augment",
+                                     "restarts", "lr", "momentum", "nesterov", "weight_decay", "patience",
+                                     "cooldown", "stop_patience", "max_halvings", "select_on"}
+    assert teacher["model"]["dropout"] is True
+
+
+def test_train_block_follows_optimizer_and_schedule():
+    c = copy.deepcopy(MINIMAL)
+    c["train"] = {"optimizer": "adam", "schedule": "cosine"}
+    cfg = validate(c)
+    fp = run_spec(cfg, _run(cfg, "fp", "fp32"))
+    assert set(fp["train"]) == {"epochs", "batch_size", "optimizer", "schedule", "grad_clip", "augment", "restarts",
+                                "lr", "weight_decay"}
+    assert fp["model"]["dropout"] is True and fp["method"]["bits"] is None and "teacher" not in fp
 
 
 def test_run_spec_dropout_forced():
@@ -241,12 +255,29 @@ def test_run_spec_dropout_forced():
     assert run_spec(cfg, _run(cfg, "qd", "b2-d256"))["model"]["dropout"] is True
 
 
-def test_dq_needs_teacher_only_when_distilling_from_teacher():
+def test_dq_reads_the_teacher_only_when_distilling_from_it():
     cfg = validate(MINIMAL)
-    assert run_spec(cfg, _run(cfg, "dq", "b2-d256"))["method"]["needs_teacher"] is False
+    spec = run_spec(cfg, _run(cfg, "dq", "b2-d256"))
+    assert "teacher" not in spec and "distill" in spec  # distilled toward its own fp version (official code)
     cfg2 = validate(_cfg(methods={"fp": {}, "distill": {}, "dq": {"distill_from": "teacher"}}))
-    spec = run_spec(cfg2, _run(cfg2, "dq", "b2-d256"))
-    assert spec["method"]["needs_teacher"] is True and "teacher" in spec
+    assert "teacher" in run_spec(cfg2, _run(cfg2, "dq", "b2-d256"))
+    cfg3 = validate(_cfg(methods={"fp": {}, "distill": {}, "dq": {"use_distillation": False}}))
+    assert "distill" not in run_spec(cfg3, _run(cfg3, "dq", "b2-d256"))
+
+
+def test_options_per_bit_width_and_policy_per_model():
+    c = copy.deepcopy(MINIMAL)
+    c["tasks"]["digits"]["models"]["students"] = ["student1", "deeper"]
+    c["methods"] = {"fp": {}, "distill": {}, "dq": {"by_bits": {"2": {"train": {"epochs": 20}}},
+                                                    "train": {"epochs": 10}}, "pm": {"policy": "modules"}, "qd": {}}
+    c["quant"] = {"by_model": {"deeper": {"policy": "paper_index"}}}
+    cfg = validate(c)
+    assert run_spec(cfg, _run(cfg, "dq", "b2-d256"))["train"]["epochs"] == 20
+    assert run_spec(cfg, _run(cfg, "dq", "b4-d256"))["train"]["epochs"] == 10
+    deeper = RunId("digits", "deeper", "qd", "b4-d256", 0)
+    assert run_spec(cfg, deeper)["quant"]["policy"] == "paper_index"
+    assert run_spec(cfg, _run(cfg, "qd", "b4-d256"))["quant"]["policy"] == "all"
+    assert run_spec(cfg, RunId("digits", "deeper", "pm", "b4-d256", 0))["quant"]["policy"] == "modules"
 
 
 def test_spec_hash_stable_and_sensitive():
@@ -265,6 +296,25 @@ def test_spec_hash_stable_and_sensitive():
     assert spec_hash(run_spec(validate(_cfg(distill={"temperature": 1.0})), run)) != h
 
 
+def test_spec_changes_reach_exactly_the_runs_that_read_the_key():
+    """Which runs' specs a config change alters (the workflow reruns exactly those)."""
+    base = validate(MINIMAL)
+
+    def changed(other):
+        cfg = validate(other)
+        return sorted(r.path for r in planned_runs(base) if r in planned_runs(cfg)
+                      and spec_hash(run_spec(base, r)) != spec_hash(run_spec(cfg, r)))
+
+    touched = changed(_cfg(distill={"temperature": 1.0}))
+    assert touched == ["digits/student1/distill/fp32/seed0", "digits/student1/dq/b2-d256/seed0",
+                       "digits/student1/dq/b4-d256/seed0", "digits/student1/qd/b2-d256/seed0",
+                       "digits/student1/qd/b4-d256/seed0"]  # pm and dq follow distill through its file
+    assert changed(_cfg(quant={"bits": [2, 4, 8]})) == []  # new runs only
+    assert changed(_cfg(evaluation={"latency": {"repeats": 3}})) == []  # timing is another job's
+    assert changed(_cfg(quant={"rounding": "stochastic"})) == sorted(
+        r.path for r in planned_runs(base) if r.variant != "fp32")
+
+
 # ---------------------------------------------------------------- registry
 
 
@@ -277,6 +327,8 @@ def test_registry():
         method_info("custom", {})
     custom = method_info("custom", {"entry": "a.b:c", "quantized": True})
     assert custom.quantized and not custom.needs_teacher and custom.source is None
+    assert custom.trains and not custom.distills
+    assert not method_info("pm", {}).trains and method_info("qd", {}).distills
 
 
 # ---------------------------------------------------------------- DQ point redistribution

@@ -122,7 +122,8 @@ def test_non_finite_loss_stops_with_run_epoch_and_step(prepared, tmp_path):
     x = x.clone()
     x[5] = float("nan")  # one poisoned image; batches are shuffled, so it lands at some step of epoch 1
     splits["train"] = (x, y)
-    bad = tmp_path / "bad.pt"
+    bad = tmp_path / "bad" / "split.pt"
+    bad.parent.mkdir()
     torch.save(splits, bad)
     out = tmp_path / "run"
     spec = _spec(cfg, "fp", "fp32", epochs=2)

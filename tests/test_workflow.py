@@ -29,7 +29,7 @@ ROW_FIELDS = {
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     root = workflow_copy(tmp_path_factory.mktemp("workflow"))
-    proc = snakemake(root, "--cores", "2", "--configfile", "configs/tiny.yaml")
+    proc = snakemake(root, "--cores", "2", "--configfile", "configs/tiny.yaml", "--printshellcmds")
     assert proc.returncode == 0, proc.stderr[-3000:]
     return root
 
@@ -85,6 +85,50 @@ def test_finished_dag_has_nothing_to_do(tiny_run):
     proc = snakemake(tiny_run, "-n", "--configfile", "configs/tiny.yaml")
     assert proc.returncode == 0
     assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+def _planned_jobs(root: Path, *config: str) -> list[tuple[str, str]]:
+    """``(rule, run folder or output)`` of every job ``snakemake -n`` would run after a config change."""
+    proc = snakemake(root, "-n", "--configfile", "configs/tiny.yaml", "--config", *config)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    jobs, rule = [], None
+    for line in (proc.stdout + proc.stderr).splitlines():
+        line = line.strip()
+        if line.startswith("rule ") and line.endswith(":"):
+            rule = line[5:-1]
+        elif line.startswith("output:") and rule:
+            first = line.split(":", 1)[1].strip().split(",")[0]
+            jobs.append((rule, str(Path(first).parent) if rule in ("teacher", "student") else first))
+            rule = None
+    return sorted(jobs)
+
+
+def test_more_bits_rerun_only_the_new_runs(tiny_run):
+    jobs = _planned_jobs(tiny_run, "quant={bits: [2, 4]}")
+    runs = [path for rule, path in jobs if rule in ("teacher", "student")]
+    base = "results/tiny/digits/student3"
+    assert runs == sorted(f"{base}/{m}/b4-{b}/seed0" for m, b in
+                          [("pm", "d256"), ("pm", "nobucket"), ("qt", "d256"), ("qd", "d256"), ("dq", "d256")])
+    assert {rule for rule, _ in jobs} == {"student", "latency", "report", "all"}
+
+
+def test_new_temperature_reruns_the_distilled_runs_and_what_derives_from_them(tiny_run):
+    jobs = _planned_jobs(tiny_run, "distill={temperature: 1.0}")
+    runs = [path.removeprefix("results/tiny/digits/") for rule, path in jobs if rule in ("teacher", "student")]
+    # distill, qd, dq read the temperature; pm and dq start from the distilled student; fp, qt and the teacher do not
+    assert runs == ["student3/distill/fp32/seed0", "student3/dq/b2-d256/seed0", "student3/pm/b2-d256/seed0",
+                    "student3/pm/b2-nobucket/seed0", "student3/qd/b2-d256/seed0"]
+
+
+def test_console_shows_one_short_line_per_job(tiny_run):
+    log = sorted((tiny_run / ".snakemake" / "log").glob("*.snakemake.log"))[0].read_text()
+    commands = [line.strip() for line in log.splitlines() if line.strip().startswith("qd ")]
+    assert commands and all(len(c) < 200 for c in commands)
+    train = next(c for c in commands if c.startswith("qd train"))
+    assert train.startswith("qd train --spec results/tiny/.specs/") and " --out results/tiny/digits/" in train
+    spec = json.loads((tiny_run / train.split()[3]).read_text())
+    run = tiny_run / train.split()[5]
+    assert json.loads((run / "spec.json").read_text()) == spec  # the run keeps the spec it ran
 
 
 def _finished(results: Path) -> dict[Path, int]:

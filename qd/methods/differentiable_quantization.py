@@ -16,26 +16,24 @@ statistics follow the quantized weights (official code).
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
-from qd.data import batches
 from qd.quant import encode_nonuniform, quantile_points, quantize_nonuniform, uniform_points
 from qd.run import RunContext, RunResult, load_codes
 from qd.ste import substituted_forward
 from qd.train import Fit
 
 
-def gradient_norms(model, names: list[str], x: torch.Tensor, y: torch.Tensor, n_batches: int,
-                   batch_size: int) -> list[float]:
-    """L2 norm of each named parameter's cross-entropy gradient, averaged over the first minibatches."""
+def gradient_norms(model, names: list[str], task, n_batches: int, batch_size: int) -> list[float]:
+    """L2 norm of each named parameter's gradient of the task's own loss (no distillation), averaged
+    over the first ``n_batches`` training batches in order (the official code's 'fisher information')."""
     params = dict(model.named_parameters())
     grads = {n: torch.zeros_like(params[n]) for n in names}
     was_training = model.training
     model.eval()
     used = 0
-    for used, (xb, yb) in enumerate(batches(x, y, batch_size), start=1):
+    for used, batch in enumerate(task.eval_batches("train", batch_size), start=1):
         model.zero_grad(set_to_none=True)
-        F.cross_entropy(model(xb), yb).backward()
+        task.loss(model(*task.inputs(batch)), batch).backward()
         for n in names:
             grads[n] += params[n].grad
         if used == n_batches:
@@ -83,34 +81,26 @@ def differentiable_quantization(ctx: RunContext) -> RunResult:
     weights = {n: p.detach().clone() for n, p in model.named_parameters() if n in names}
     budgets = [2**ctx.bits] * len(names)
     if opts["redistribute_bits"]:
-        x, y = ctx.splits.train
-        norms = gradient_norms(frozen, names, x, y, opts["grad_batches"], ctx.spec["train"]["batch_size"])
+        norms = gradient_norms(frozen, names, ctx.task, opts["grad_batches"], ctx.spec["train"]["batch_size"])
         budgets = redistribute_points(budgets, norms)
     points = [torch.nn.Parameter(initial_points(weights[n], k, opts["init"], ctx.bucket_size))
               for n, k in zip(names, budgets)]
 
-    def forward(x):
+    def forward(*inputs):
         quantized = {n: quantize_nonuniform(weights[n], p, ctx.bucket_size) for n, p in zip(names, points)}
-        return substituted_forward(model, quantized, x)
+        return substituted_forward(model, quantized, *inputs)
 
-    def target_logits(x):
-        if opts["distill_from"] == "teacher":
-            return ctx.teacher_logits(x)
-        with torch.inference_mode():
-            return frozen(x)
-
-    def loss(x, y):
-        logits = forward(x)
-        if opts["use_distillation"]:
-            return ctx.distillation(logits, target_logits(x), y)
-        return F.cross_entropy(logits, y)
+    teacher = None
+    if opts["use_distillation"]:
+        teacher = ctx.teacher if opts["distill_from"] == "teacher" else frozen
 
     @torch.no_grad()
     def keep_sorted():
         for p in points:
             p.copy_(torch.sort(p).values)
 
-    fit = Fit(params=points, loss=loss, evaluate=ctx.evaluator(forward), modules=[model], after_step=keep_sorted)
+    fit = Fit(params=points, loss=ctx.objective(forward, teacher), evaluate=ctx.evaluator(forward), modules=[model],
+              after_step=keep_sorted)
     history = ctx.fit(fit)
     codes = {n: encode_nonuniform(weights[n], p.detach(), ctx.bucket_size) for n, p in zip(names, points)}
     for p in model.parameters():

@@ -1,14 +1,18 @@
-# Config resolution and validation, the run grid, and the helpers rules use to wire inputs.
-# No configfile directive: the config is the preset named by `preset` (config/config.yaml for the
-# demo, config/presets/<preset>.yaml otherwise) with --config/--configfile values merged on top,
+# Config resolution and validation, the run grid, each job's spec file, and the helpers rules use to
+# wire inputs. No configfile directive: the config is the preset named by `preset` (config/config.yaml
+# for the demo, config/presets/<preset>.yaml otherwise) with --config/--configfile values merged on top,
 # so `--config preset=cifar10` never mixes the demo's tasks into another preset.
-import json
+#
+# Every job reads one spec file, results/<preset>/.specs/<hash>.json, holding exactly what it reads
+# (qd.config.run_spec): a config change reruns the jobs whose spec changed and no others. The files
+# are named by their content, so writing them here (dry runs included) changes nothing a job reads.
+import re
 import sys
 from pathlib import Path
 
 sys.path.insert(0, workflow.basedir)
-from qd.config import (ConfigError, RunId, data_file, deep_merge, info, planned_runs, preset_file, read_yaml,
-                       run_spec, source_run, teacher_run, validate, with_base)
+from qd.config import (ConfigError, RunId, data_file, data_spec, deep_merge, planned_runs, preset_file, read_yaml,
+                       run_spec, source_run, spec_file, teacher_run, validate, with_base)
 
 
 def resolve_config(given):
@@ -31,11 +35,20 @@ RUNS = planned_runs(CFG)
 RUN_DIR = RESULTS + "/{task}/{model}/{method}/{variant}/seed{seed}"
 TEACHERS = sorted({t["models"]["teacher"] for t in CFG["tasks"].values()})
 STUDENTS = sorted({s for t in CFG["tasks"].values() for s in t["models"]["students"]})
+SPECS = {run: run_spec(CFG, run) for run in RUNS}
+SPEC_FILES = {run: str(spec_file(RESULTS, spec)) for run, spec in SPECS.items()}
+CONFIG_FILE = str(spec_file(RESULTS, CFG))  # the resolved config, for the jobs that read all of it
+DATA_SPEC_FILES = {task: str(spec_file(RESULTS, data_spec(CFG, task))) for task in CFG["tasks"]}
+
+
+def alternatives(names):
+    """A wildcard constraint matching exactly these names (escaped: a method may be called `a.b`)."""
+    return "|".join(re.escape(n) for n in sorted(names))
 
 
 wildcard_constraints:
-    task="|".join(CFG["tasks"]),
-    method="|".join(CFG["methods"]),
+    task=alternatives(CFG["tasks"]),
+    method=alternatives(set(CFG["methods"]) | {"fp"}),
     variant=r"fp32|b\d+-(d\d+|nobucket)",
     seed=r"\d+",
 
@@ -44,30 +57,48 @@ def run_of(w):
     return RunId(w.task, w.model, w.method, w.variant, int(w.seed))
 
 
-def spec_json(w):
-    return json.dumps(run_spec(CFG, run_of(w)), sort_keys=True)
-
-
 def run_files(run, name="metrics.json"):
     return f"{RESULTS}/{run.path}/{name}"
 
 
-def student_inputs(w):
-    """The data, and the finished teacher and source runs a student run reads."""
+def run_inputs(w):
+    """The spec, the data and the finished teacher and source runs a run reads."""
     run = run_of(w)
+    spec = SPECS[run]
     inputs = {"data": str(data_file(RESULTS, w.task))}
-    if info(CFG, w.task, w.method).needs_teacher:
+    if "teacher" in spec:
         inputs["teacher"] = run_files(teacher_run(CFG, w.task), "model.qda")
-    src = source_run(CFG, run)
-    if src is not None:
-        inputs["source"] = run_files(src, "model.qda")
+    if "source" in spec:
+        inputs["source"] = run_files(source_run(CFG, run), "model.qda")
     return inputs
 
 
-def folder_args(input):
-    """--teacher/--source folder arguments for `qd train` from a rule's inputs."""
-    args = []
-    for role in ("teacher", "source"):
-        if role in input.keys():
-            args.append(f"--{role} {Path(input[role]).parent}")
-    return " ".join(args)
+def run_threads(w):
+    """The threads the job uses (its spec's), so the scheduler reserves exactly those."""
+    return SPECS[run_of(w)]["threads"]
+
+
+# ---- warm start (qd/prefork.py): on this machine, one process imports torch once and forks every job.
+# Only for local execution: a cluster job runs on its own node and imports for itself. QD_NO_PREFORK=1
+# turns it off (every job then starts its own Python, as on a cluster).
+def start_prefork():
+    import os
+    import tempfile
+
+    from qd.prefork import ENV, start
+
+    if not workflow.local_exec or os.environ.get("QD_NO_PREFORK"):
+        return
+    path = os.path.join(tempfile.gettempdir(), f"qd-prefork-{os.getuid()}-{os.getpid()}.sock")
+    kinds = {t["kind"] for t in CFG["tasks"].values()}
+    start(path, os.getpid(), preload=tuple(f"qd.tasks.{k}" for k in sorted(kinds)))
+    os.environ[ENV] = path
+
+
+def stop_prefork():
+    import os
+
+    from qd.prefork import ENV, stop
+
+    if os.environ.get(ENV):
+        stop(os.environ.pop(ENV))

@@ -1,13 +1,12 @@
-# Prepare each task's dataset once: train/val/test tensors every run of the task reads.
+# Prepare each task's dataset once; every run of the task reads it.
 
 
 rule data:
     output:
-        split=str(data_file(RESULTS, "{task}")),
-        manifest=RESULTS + "/{task}/data/manifest.json",
+        manifest=str(data_file(RESULTS, "{task}")),
     log:
         RESULTS + "/{task}/data/log.txt",
     params:
-        spec=lambda w: json.dumps(CFG["tasks"][w.task]["dataset"], sort_keys=True),
+        spec=lambda w: DATA_SPEC_FILES[w.task],
     shell:
-        "qd data --spec {params.spec:q} --out {output.split} > {log} 2>&1"
+        "qd data --spec {params.spec} --out {output.manifest} > {log} 2>&1"

@@ -1,6 +1,22 @@
+# Timing. Each timing job reserves every core, so nothing else runs beside it and its numbers (and the
+# speed claims that read them) do not depend on what the scheduler happened to run in parallel.
+
+
+rule latency:
+    input:
+        models=[run_files(r, "model.qda") for r in RUNS],
+    output:
+        RESULTS + "/latency.csv",
+    log:
+        RESULTS + "/latency.log",
+    params:
+        config=CONFIG_FILE,
+    threads: workflow.cores
+    shell:
+        "qd latency --config {params.config} --results " + RESULTS + " --out {output} > {log} 2>&1"
+
+
 # The paper's speed claim: deep vs shallow architectures timed on this machine, once per preset.
-
-
 rule latency_depth:
     output:
         RESULTS + "/latency_depth.csv",
@@ -8,8 +24,8 @@ rule latency_depth:
         RESULTS + "/latency_depth.log",
     params:
         cfg=CFG["evaluation"]["depth_latency"],
-    threads: CFG["evaluation"]["depth_latency"]["threads"]
+    threads: workflow.cores
     shell:
-        "qd latency --out {output} --batch {params.cfg[batch_size]} --image-size {params.cfg[image_size]}"
+        "qd depth-latency --out {output} --batch {params.cfg[batch_size]} --image-size {params.cfg[image_size]}"
         " --warmup {params.cfg[warmup]} --repeats {params.cfg[repeats]} --threads {params.cfg[threads]}"
         " --device {params.cfg[device]} > {log} 2>&1"

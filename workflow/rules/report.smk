@@ -21,13 +21,14 @@ def captioned(path):
 rule report:
     input:
         metrics=[run_files(r) for r in RUNS],
-        models=[run_files(r, "model.qda") for r in RUNS],  # claim 5 reads the saved weights
-        latency=[RESULTS + "/latency_depth.csv"] if DEPTH_LATENCY else [],
+        models=[run_files(r, "model.qda") for r in RUNS],  # claims 5 and 6 read the saved weights
+        latency=RESULTS + "/latency.csv",
+        depth=[RESULTS + "/latency_depth.csv"] if DEPTH_LATENCY else [],
     output:
         [captioned(p) if p.endswith((".png", ".md")) else p for p in report_outputs()],
     log:
         RESULTS + "/report.log",
     params:
-        config=json.dumps(CFG, sort_keys=True),
+        config=CONFIG_FILE,
     shell:
-        "qd report --config-json {params.config:q} --results " + RESULTS + " --figures " + FIGURES + " > {log} 2>&1"
+        "qd report --config {params.config} --results " + RESULTS + " --figures " + FIGURES + " > {log} 2>&1"

@@ -1,10 +1,10 @@
 # Every student run: the baselines (fp, distill, pm), qt, qd, dq and any custom method. What a run
-# reads (the teacher, a source student) comes from the method registry, so a new method needs no rule.
+# reads (the teacher, a source student) comes from its spec, so a new method needs no rule.
 
 
 rule student:
     input:
-        unpack(student_inputs),
+        unpack(run_inputs),
     output:
         metrics=RUN_DIR + "/metrics.json",
         model=RUN_DIR + "/model.qda",
@@ -12,11 +12,10 @@ rule student:
     log:
         RUN_DIR + "/log.txt",
     wildcard_constraints:
-        model="|".join(STUDENTS),
+        model=alternatives(STUDENTS),
     params:
-        spec=spec_json,
+        spec=lambda w: SPEC_FILES[run_of(w)],
         out=lambda w, output: str(Path(output.metrics).parent),
-        folders=lambda w, input: folder_args(input),
-    threads: CFG["train"]["threads"]
+    threads: run_threads
     shell:
-        "qd train --spec {params.spec:q} --data {input.data} --out {params.out} {params.folders} > {log} 2>&1"
+        "qd train --spec {params.spec} --out {params.out} > {log} 2>&1"

@@ -3,7 +3,7 @@
 
 rule teacher:
     input:
-        data=lambda w: str(data_file(RESULTS, w.task)),
+        unpack(run_inputs),
     output:
         metrics=RUN_DIR + "/metrics.json",
         model=RUN_DIR + "/model.qda",
@@ -11,12 +11,12 @@ rule teacher:
     log:
         RUN_DIR + "/log.txt",
     wildcard_constraints:
-        model="|".join(TEACHERS),
+        model=alternatives(TEACHERS),
         method="fp",
         variant="fp32",
     params:
-        spec=spec_json,
+        spec=lambda w: SPEC_FILES[run_of(w)],
         out=lambda w, output: str(Path(output.metrics).parent),
-    threads: CFG["train"]["threads"]
+    threads: run_threads
     shell:
-        "qd train --spec {params.spec:q} --data {input.data} --out {params.out} > {log} 2>&1"
+        "qd train --spec {params.spec} --out {params.out} > {log} 2>&1"

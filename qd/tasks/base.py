@@ -1,0 +1,104 @@
+"""The interface every task adapter implements (``docs/adding-a-task.md`` walks through it).
+
+A *batch* is whatever the adapter's iterators yield (a pair of tensors for classification, a dict of
+token tensors for translation); only the adapter looks inside it. A *forward* is any callable that
+takes the model's positional inputs, ``forward(*task.inputs(batch))``: the model itself, or a method's
+pass through quantized weights (``qd.ste.quantized_forward``). So a method never needs to know what
+a batch holds or which loss the task uses.
+
+Life cycle:
+
+* ``Task.prepare(dataset_spec, folder)`` (the workflow's data rule, ``qd data``) turns raw data into
+  the task's prepared files under ``folder`` and returns the manifest written beside them;
+* ``Task(spec, folder, device)`` (every run) reads the prepared files; ``meta`` describes them and
+  ``model_meta()`` is the part a model needs to be rebuilt (stored in the compressed artefact);
+* the engine draws ``train_batches`` each epoch and asks ``epoch_metrics`` of the forward being
+  reported; the run asks ``final_metrics`` of the final model and writes its per-example outputs.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from qd.tasks import TaskInfo
+
+Batch = Any
+Forward = Callable[..., Any]
+
+
+class Task:
+    """Base class of the adapters; every method below is part of the contract."""
+
+    info: TaskInfo
+
+    def __init__(self, spec: dict, folder: Path, device: torch.device):
+        self.spec, self.folder, self.device = spec, Path(folder), device
+        self.meta: dict = {}
+
+    # ------------------------------------------------------------------ data
+    @classmethod
+    def prepare(cls, dataset: dict, folder: Path) -> dict:
+        """Write the prepared dataset described by a task's ``dataset`` block into ``folder``; the
+        manifest (sizes, source, metadata) is returned and written by the caller."""
+        raise NotImplementedError
+
+    def train_batches(self, batch_size: int, generator: torch.Generator) -> Iterator[Batch]:
+        """One epoch of shuffled (and, where the recipe says so, augmented) training batches; all
+        randomness comes from ``generator``."""
+        raise NotImplementedError
+
+    def n_train_batches(self, batch_size: int) -> int:
+        raise NotImplementedError
+
+    def eval_batches(self, split: str, batch_size: int) -> Iterator[Batch]:
+        """Batches of ``split`` (``train``, ``val`` or ``test``) in order, never augmented."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ models
+    @classmethod
+    def build_model(cls, model_spec: dict, model_meta: dict) -> nn.Module:
+        """A freshly initialised model from a run spec's ``model`` block and :meth:`model_meta`."""
+        raise NotImplementedError
+
+    def model_meta(self) -> dict:
+        """What :meth:`build_model` needs of the data (shape, classes, vocabularies): JSON-able."""
+        raise NotImplementedError
+
+    def new_model(self, model_spec: dict) -> nn.Module:
+        return self.build_model(model_spec, self.model_meta()).to(self.device)
+
+    def inputs(self, batch: Batch) -> tuple:
+        """The model's positional inputs for ``batch``."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ losses
+    def loss(self, output, batch: Batch) -> torch.Tensor:
+        """The task's own training loss (cross-entropy on labels or target tokens)."""
+        raise NotImplementedError
+
+    def teacher_output(self, teacher: nn.Module, batch: Batch):
+        """The teacher's output on ``batch``, without gradient (an adapter may cache it)."""
+        raise NotImplementedError
+
+    def distillation_loss(self, output, teacher_output, batch: Batch, distill: dict) -> torch.Tensor:
+        """The distillation loss toward ``teacher_output`` with the run's ``distill`` block
+        (temperature, weight, reduction); padding positions of sequences are masked."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ evaluation
+    def epoch_metrics(self, forward: Forward, split: str) -> dict[str, float]:
+        """Cheap metrics of ``forward`` on ``split``, every epoch (``info.epoch_metric`` among them)."""
+        raise NotImplementedError
+
+    def final_metrics(self, model: nn.Module) -> tuple[dict, dict[str, str]]:
+        """The result row's metric fields (``info.metrics``) for the final model, and its per-example
+        test outputs as ``{file name: text}`` (read by the report's paired tests)."""
+        raise NotImplementedError
+
+    def example_input(self, batch_size: int) -> tuple:
+        """Model inputs of ``batch_size`` test examples, for latency measurements."""
+        raise NotImplementedError
