@@ -40,6 +40,11 @@ def _read_spec(arg: str) -> dict:
 
 def cmd_plan(args) -> int:
     cfg = load_config(args.config)
+    if args.device:
+        from qd.cost import config_runs, print_plan
+
+        print_plan(config_runs(cfg), args.table, args.device, f"preset {cfg['preset']}")
+        return 0
     for run in planned_runs(cfg):
         print(run.path)
     return 0
@@ -118,14 +123,22 @@ def _run_folders(spec: dict | None, args) -> tuple[Path, Path, Path | None, Path
 
 
 def cmd_train(args) -> int:
+    import contextlib
+    import os
+
     from qd.gpu_slots import gpu_slot
 
     spec = _read_spec(args.spec) if args.spec else None
     out, data, teacher, source, spec = _run_folders(spec, args)
-    with gpu_slot(spec["device"]):  # one GPU per job on a multi-GPU machine, before CUDA starts
+    # one GPU per job on a multi-GPU machine, claimed before CUDA starts; torchrun's processes use the
+    # GPUs the job was given, one each
+    slot = contextlib.nullcontext() if "WORLD_SIZE" in os.environ else gpu_slot(spec["device"])
+    with slot:
         from qd.run import execute
 
         row = execute(spec, out, data, teacher, source)
+    if row is None:  # another rank of a torchrun job: rank 0 reports
+        return 0
     primary = row["primary_metric"]
     print(f"{spec['run']}: {primary} {row[primary]:.2f}, size {row['size_on_disk'] / 1e6:.4f} MB on disk "
           f"(fp32 {row['size_fp32'] / 1e6:.4f} MB) -> {out}", file=sys.stderr)
@@ -232,8 +245,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="qd", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
 
-    plan = sub.add_parser("plan", help="list the runs a config asks for")
+    plan = sub.add_parser("plan", help="list the runs a config asks for, or with --device what they cost")
     plan.add_argument("--config", required=True)
+    plan.add_argument("--device", help="estimate runs, epochs and GPU hours on this device of the epoch-time table")
+    plan.add_argument("--table", default=str(Path(__file__).resolve().parents[1] / "config" / "epoch_times.csv"),
+                      help="seconds per epoch by model, dataset and device (add rows for your hardware)")
     plan.set_defaults(func=cmd_plan)
 
     data = sub.add_parser("data", help="prepare a task's dataset")

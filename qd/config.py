@@ -26,7 +26,6 @@ from qd.methods.registry import BUILTIN, GRID_KEYS, MethodInfo, method_info
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA_PATH = ROOT / "workflow" / "schemas" / "config.schema.yaml"
 FP_VARIANT = "fp32"
-TEACHER_METHOD = "fp"
 _VARIANT = re.compile(r"^b(?P<bits>\d+)-(?:d(?P<bucket>\d+)|(?P<nobucket>nobucket))$")
 
 
@@ -169,6 +168,21 @@ def semantic_problems(cfg: dict) -> list[str]:
                 if m not in known:
                     problems.append(f"tasks.{task}.models.{role}: unknown {family} model {m!r}; "
                                     f"known: {', '.join(known)}")
+        for model, only in t["models"]["methods"].items():
+            if model not in t["models"]["students"]:
+                problems.append(f"tasks.{task}.models.methods.{model}: {model!r} is not among the students")
+            for m in only:
+                if m not in methods:
+                    problems.append(f"tasks.{task}.models.methods.{model}: method {m!r} is not among the "
+                                    f"configured methods ({', '.join(methods)})")
+        pretrained = [m for m in [t["models"]["teacher"]] * (t["models"]["teacher_method"] == "pretrained")
+                      + [s for s, ms in t["models"]["methods"].items() if "pretrained" in ms]]
+        from qd.pretrained import TEACHERS
+
+        for m in pretrained:
+            if family != "resnet" or m not in TEACHERS:
+                problems.append(f"tasks.{task}.models: no pretrained weights for {family} model {m!r}; "
+                                f"torchvision's V1 weights exist for {', '.join(TEACHERS)} (family resnet)")
         if t["models"]["teacher"] in t["models"]["students"]:
             problems.append(f"tasks.{task}.models.students: the teacher {t['models']['teacher']!r} "
                             "cannot also be a student (their run folders would collide)")
@@ -251,8 +265,14 @@ def method_variants(cfg: dict, task: str, method: str) -> list[str]:
     return [variant_name(b, d) for b in bits for d in buckets]
 
 
+def teacher_method(cfg: dict, task: str) -> str:
+    """``fp`` (trained by the workflow) or ``pretrained`` (published weights)."""
+    return cfg["tasks"][task]["models"]["teacher_method"]
+
+
 def teacher_run(cfg: dict, task: str) -> RunId:
-    return RunId(task, cfg["tasks"][task]["models"]["teacher"], TEACHER_METHOD, FP_VARIANT, cfg["teacher_seed"])
+    return RunId(task, cfg["tasks"][task]["models"]["teacher"], teacher_method(cfg, task), FP_VARIANT,
+                 cfg["teacher_seed"])
 
 
 def is_teacher(cfg: dict, run: RunId) -> bool:
@@ -267,11 +287,18 @@ def source_run(cfg: dict, run: RunId) -> RunId | None:
     return None if src is None else RunId(run.task, run.model, src, FP_VARIANT, run.seed)
 
 
+def student_methods(cfg: dict, task: str, model: str) -> list[str]:
+    """The methods a student runs: all configured ones, or the list ``models.methods.<model>`` gives."""
+    methods = list(task_methods(cfg, task))
+    only = cfg["tasks"][task]["models"]["methods"].get(model)
+    return methods if only is None else [m for m in methods if m in only]
+
+
 def student_runs(cfg: dict) -> list[RunId]:
     runs = []
     for task, t in cfg["tasks"].items():
         for model in t["models"]["students"]:
-            for method in task_methods(cfg, task):
+            for method in student_methods(cfg, task, model):
                 for variant in method_variants(cfg, task, method):
                     runs += [RunId(task, model, method, variant, s) for s in cfg["seeds"]]
     return runs
@@ -294,7 +321,8 @@ DATASET_KEYS = {
     "digits": ("split_seed", "val_fraction", "test_fraction", "train_limit"),
     "cifar10": ("root", "download", "split_seed", "val_fraction", "train_limit"),
     "cifar100": ("root", "download", "split_seed", "val_fraction", "train_limit"),
-    "imagenet": ("root", "train_limit"),
+    "imagenet": ("root", "train_dir", "test_dir", "split_seed", "val_fraction", "train_limit", "image_size", "resize",
+                 "augmentation"),
     "numbers": ("split_seed", "val_fraction", "test_fraction", "pairs", "source_lang", "target_lang", "vocab_size",
                 "max_length", "lowercase"),
     "multi30k": ("root", "download", "source_lang", "target_lang", "vocab_size", "max_length", "lowercase",
@@ -309,7 +337,8 @@ DISTILL_KEYS = {"classification": ("temperature", "weight", "reduction", "cache_
 EVALUATION_KEYS = {"classification": ("batch_size",),
                    "translation": ("batch_size", "beam", "decode_max_length", "replace_unk")}
 # the recipe keys every training run reads, and those only its optimizer or schedule reads
-TRAIN_KEYS = ("epochs", "batch_size", "optimizer", "schedule", "grad_clip", "augment", "restarts")
+TRAIN_KEYS = ("epochs", "batch_size", "optimizer", "schedule", "grad_clip", "augment", "restarts",
+              "epoch_examples", "compile")
 OPTIMIZER_KEYS = {"sgd": ("lr", "momentum", "nesterov", "weight_decay"), "adam": ("lr", "weight_decay")}
 SCHEDULE_KEYS = {"constant": (), "cosine": (), "step": ("milestones", "gamma"),
                  "plateau": ("patience", "cooldown", "stop_patience", "max_halvings", "select_on"),
@@ -317,11 +346,22 @@ SCHEDULE_KEYS = {"constant": (), "cosine": (), "step": ("milestones", "gamma"),
 
 
 def train_block(train: dict, quantized: bool) -> dict:
-    """The recipe keys a training run reads (``threads`` and ``device`` say how it runs, not what)."""
+    """The recipe keys a training run reads (``threads``, ``device`` and ``processes`` say how it runs,
+    not what)."""
     keys = TRAIN_KEYS + OPTIMIZER_KEYS[train["optimizer"]] + SCHEDULE_KEYS[train["schedule"]]
     if quantized and "select_on" in keys:
         keys += ("schedule_reads",)
     return {k: train[k] for k in keys}
+
+
+STREAMED = ("imagenet",)  # datasets decoded by DataLoader workers during training
+
+
+def evaluation_block(cfg: dict, task: str) -> dict:
+    """The evaluation keys a run of ``task`` reads (decoding workers only for streamed datasets)."""
+    t = cfg["tasks"][task]
+    keys = EVALUATION_KEYS[t["kind"]] + (("workers",) if t["dataset"]["name"] in STREAMED else ())
+    return {k: cfg["evaluation"][k] for k in keys}
 
 
 def data_spec(cfg: dict, task: str) -> dict:
@@ -356,8 +396,12 @@ def model_spec(cfg: dict, task: str, name: str, dropout: bool) -> dict:
         return {"family": "lstm", "name": name, "layers": arch["layers"],
                 "hidden": max(1, round(arch["hidden"] * width)), "embed": max(1, round(arch["embed"] * width)),
                 "dropout_rate": m["dropout_rate"] if dropout else 0.0, "init_range": m["init_range"]}
-    return {"family": m["family"], "name": name, "width": m["widths"].get(name, m["width"]),
-            "logits_relu": m["logits_relu"], "dropout": dropout}
+    spec = {"family": m["family"], "name": name, "width": m["widths"].get(name, m["width"]), "dropout": dropout}
+    if m["family"] == "convnet":
+        spec["logits_relu"] = m["logits_relu"]
+    if m["family"] == "wrn":
+        spec.update(dropout_rate=m["dropout_rate"], final_bn_momentum=m["final_bn_momentum"])
+    return spec
 
 
 def _with_bits(opts: dict, bits: int | None) -> dict:
@@ -384,8 +428,8 @@ def run_spec(cfg: dict, run: RunId) -> dict:
     t = cfg["tasks"][run.task]
     teacher = is_teacher(cfg, run)
     bits, bucket = parse_variant(run.variant)
-    opts = {} if teacher else _with_bits(method_options(cfg, run.task, run.method), bits)
-    i = method_info(TEACHER_METHOD, {}) if teacher else info(cfg, run.task, run.method)
+    opts = _with_bits(method_options(cfg, run.task, run.method), bits)
+    i = method_info(run.method, opts) if teacher else info(cfg, run.task, run.method)
     train = deep_merge(cfg["train"], t.get("train"), t.get("teacher_train") if teacher else opts.get("train"))
     spec = {
         "preset": cfg["preset"],
@@ -402,7 +446,8 @@ def run_spec(cfg: dict, run: RunId) -> dict:
         "seed": run.seed,
         "threads": train["threads"],
         "device": train["device"],
-        "evaluation": {k: cfg["evaluation"][k] for k in EVALUATION_KEYS[t["kind"]]},
+        "processes": train["processes"],
+        "evaluation": evaluation_block(cfg, run.task),
     }
     if i.trains:
         spec["train"] = train_block(train, i.quantized)

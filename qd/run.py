@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from qd import distributed
 from qd.artefact import export_artefact, load_artefact
 from qd.config import spec_hash
 from qd.errors import MissingRun
@@ -75,14 +76,23 @@ class RunContext:
 
     # ---- models
     def new_model(self) -> nn.Module:
-        """A freshly initialised student, seeded by the run's seed."""
+        """A freshly initialised student, seeded by the run's seed (rank 0's on every process)."""
         torch.manual_seed(self.spec["seed"])
-        return self.task.new_model(self.spec["model"])
+        model = self.task.new_model(self.spec["model"])
+        distributed.broadcast_module(model)
+        return model
 
     def source_copy(self) -> nn.Module:
         if self.source is None:
             raise RuntimeError(f"method {self.spec['method']['name']!r} needs a source student but none was given")
         return copy.deepcopy(self.source)
+
+    def compiled(self, model: nn.Module):
+        """``model`` itself, or ``torch.compile(model)`` when the recipe asks (``train.compile``); the
+        compiled module shares the model's parameters, so training it trains the model."""
+        if self.spec.get("train", {}).get("compile"):
+            return torch.compile(model)
+        return model
 
     # ---- quantization
     @property
@@ -185,9 +195,16 @@ def execute(spec: dict, out_dir: str | Path, data: str | Path, teacher_dir=None,
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(spec["threads"])
-    device = resolve_device(spec["device"])
+    env = distributed.torchrun_env()  # under torchrun: one process per GPU (or CPU share) of the job
+    device = distributed.init_process_group(env, spec["device"]) if env.distributed else resolve_device(spec["device"])
+    try:
+        return _execute(spec, out_dir, Path(data), device, teacher_dir, source_dir)
+    finally:
+        distributed.destroy_process_group()
+
+
+def _execute(spec: dict, out_dir: Path, data: Path, device: torch.device, teacher_dir, source_dir) -> dict | None:
     started = time.perf_counter()
-    data = Path(data)
     folder = data if data.is_dir() else data.parent
     task = load_task(spec["kind"])(spec, folder, device)
     ctx = RunContext(spec, task, device, out_dir)
@@ -200,13 +217,18 @@ def execute(spec: dict, out_dir: str | Path, data: str | Path, teacher_dir=None,
         source_dir = _required(source_dir, "source", spec)
         ctx.source = load_run_model(source_dir, device)
         ctx.source_file = source_dir / ARTEFACT
-    atomic_write_json(spec, out_dir / "spec.json")
+    if distributed.is_writer():
+        atomic_write_json(spec, out_dir / "spec.json")
     result: RunResult = load_method(spec["method"]["entry"])(ctx)
     result.model.eval()
+    if not distributed.is_writer():
+        distributed.barrier()  # rank 0 evaluates the final model and writes the outputs
+        return None
     size_on_disk = write_artefact(out_dir / ARTEFACT, ctx, result)
     metrics, outputs = task.final_metrics(result.model)
     row = result_row(ctx, result, metrics, size_on_disk, time.perf_counter() - started)
     write_outputs(out_dir, result, outputs, row)
+    distributed.barrier()
     return row
 
 

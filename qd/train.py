@@ -15,7 +15,11 @@ adapter supplies the batches. The engine owns the rest:
 * an atomic checkpoint (temp file + rename) after every epoch, tagged with the hash of the run's
   spec: a checkpoint of another spec is not resumed but replaced;
 * a non-finite loss stops the run with its name, epoch and step;
-* progress lines (epoch, step, loss, metrics, ETA) on stderr.
+* progress lines (epoch, step, loss, metrics, ETA) on stderr;
+* under ``torchrun`` (``qd.distributed``): each process trains on its share of every global batch,
+  the gradients of the fit's parameters are averaged (weighted by each share's size) before every
+  step, BatchNorm statistics are taken from rank 0 before evaluation, and only rank 0 writes the
+  checkpoint and prints.
 
 Exercise it with ``pytest tests/test_train.py``.
 """
@@ -30,6 +34,7 @@ from pathlib import Path
 
 import torch
 
+from qd import distributed
 from qd.errors import NonFiniteLoss
 from qd.io import atomic_save
 
@@ -185,13 +190,15 @@ class Progress:
 
     def step(self, epoch: int, step: int, loss: float) -> None:
         now = time.perf_counter()
-        if now - self.last >= self.every:
+        if now - self.last >= self.every and distributed.is_writer():
             self.last = now
             print(f"[{self.run}] epoch {epoch + 1}/{self.epochs} step {step}/{self.steps} loss {loss:.4f} "
                   f"eta {self._eta(epoch + step / self.steps)}", file=sys.stderr, flush=True)
 
     def epoch(self, row: dict) -> None:
         self.last = time.perf_counter()
+        if not distributed.is_writer():
+            return
         skip = {"epoch", "train_loss", "lr", "seconds", "stage"}
         metrics = " ".join(f"{k} {v:.4g}" for k, v in row.items() if k not in skip and isinstance(v, float))
         print(f"[{self.run}] epoch {row['epoch']}/{self.epochs} loss {row['train_loss']:.4f} {metrics} "
@@ -256,6 +263,8 @@ def _epoch(fit, task, optimizer, schedule, cfg, seed, pos, run, progress, select
     lr = optimizer.param_groups[0]["lr"]
     loss_sum, steps = _train_epoch(fit, task, optimizer, cfg, seed, pos.epoch, run, progress)
     _set_mode(fit.modules, False)
+    for m in fit.modules:
+        distributed.broadcast_buffers(m)  # every rank evaluates (and checkpoints) rank 0's statistics
     metrics = fit.evaluate()
     if select.shadow and fit.evaluate_shadow is not None:
         metrics.update({f"{k}_fp": v for k, v in fit.evaluate_shadow().items()})
@@ -285,6 +294,8 @@ def _train_epoch(fit, task, optimizer, cfg, seed, epoch, run, progress) -> tuple
                                 "stopped (lower train.lr or check the data)")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if distributed.active():
+            distributed.average_gradients(params, local_count=task.loss_units(batch))
         if cfg.get("grad_clip"):
             torch.nn.utils.clip_grad_norm_(params, cfg["grad_clip"])
         optimizer.step()
@@ -296,6 +307,14 @@ def _train_epoch(fit, task, optimizer, cfg, seed, epoch, run, progress) -> tuple
 
 
 def _save(path: Path, spec_hash, pos: _Position, fit: Fit, optimizer, schedule) -> None:
+    if not distributed.is_writer():
+        distributed.barrier()  # the others resume from rank 0's file: wait until it is written
+        return
+    _write_checkpoint(path, spec_hash, pos, fit, optimizer, schedule)
+    distributed.barrier()
+
+
+def _write_checkpoint(path: Path, spec_hash, pos: _Position, fit: Fit, optimizer, schedule) -> None:
     atomic_save({
         "spec_hash": spec_hash,
         "epoch": pos.epoch, "stage": pos.stage, "stage_epoch": pos.stage_epoch,
@@ -313,9 +332,12 @@ def _resume(path: Path, spec_hash, fit: Fit, optimizer, schedule, run: str) -> _
     """Restore a checkpoint of this very spec; one of another spec is discarded (returns None)."""
     ckpt = torch.load(path, weights_only=False)
     if ckpt.get("spec_hash") != spec_hash:
-        print(f"[{run}] {path} was written for spec {ckpt.get('spec_hash')}, not this run's {spec_hash}: "
-              "starting afresh", file=sys.stderr, flush=True)
-        path.unlink()
+        if distributed.is_writer():
+            print(f"[{run}] {path} was written for spec {ckpt.get('spec_hash')}, not this run's {spec_hash}: "
+                  "starting afresh", file=sys.stderr, flush=True)
+        distributed.barrier()  # every rank has read it before rank 0 removes it
+        if distributed.is_writer():
+            path.unlink()
         return None
     for m, s in zip(fit.modules, ckpt["modules"]):
         m.load_state_dict(s)
@@ -327,5 +349,6 @@ def _resume(path: Path, spec_hash, fit: Fit, optimizer, schedule, run: str) -> _
         schedule.load_state_dict(ckpt["schedule"])
     torch.set_rng_state(ckpt["rng"])
     fit.load_state(ckpt["extra"])
-    print(f"[{run}] resumed from {path} after epoch {ckpt['epoch']}", file=sys.stderr, flush=True)
+    if distributed.is_writer():
+        print(f"[{run}] resumed from {path} after epoch {ckpt['epoch']}", file=sys.stderr, flush=True)
     return _Position(ckpt["stage"], ckpt["stage_epoch"], ckpt["epoch"], ckpt["history"])

@@ -19,7 +19,7 @@ CASES = {
     "bits 17": ({"quant": {"bits": [4, 17]}}, ["quant.bits.1: 17 is greater than the maximum of 16"]),
     "bucket 0": ({"quant": {"bucket_size": 0}}, ["quant.bucket_size: 0 is not valid; expected integer >= 1 or null"]),
     "unknown method": ({"methods": {"fp": {}, "foo": {}}},
-                       ["methods.foo: unknown method 'foo'", "built-in methods are fp, distill, pm, qt, qd, dq",
+                       ["methods.foo: unknown method 'foo'", "built-in methods are fp, distill, pm, qt, qd, dq, pretrained",
                         "methods.foo.entry"]),
     "unknown model": ({"tasks": {"digits": {"models": {"students": ["student9"]}}}},
                       ["tasks.digits.models.students: unknown convnet model 'student9'", "known: teacher, student1"]),

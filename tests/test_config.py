@@ -230,10 +230,10 @@ def test_teacher_spec_holds_only_what_a_teacher_reads():
     teacher = run_spec(cfg, planned_runs(cfg)[0])
     assert teacher["role"] == "teacher" and teacher["method"]["name"] == "fp"
     assert set(teacher) == {"preset", "run", "role", "task", "kind", "dataset", "model", "method", "seed",
-                            "threads", "device", "evaluation", "train"}
+                            "threads", "device", "processes", "evaluation", "train"}
     # the plateau schedule's keys, the optimizer's, no quantization or distillation
     assert set(teacher["train"]) == {"epochs", "batch_size", "optimizer", "schedule", "grad_clip", "augment",
-                                     "restarts", "lr", "momentum", "nesterov", "weight_decay", "patience",
+                                     "restarts", "epoch_examples", "compile", "lr", "momentum", "nesterov", "weight_decay", "patience",
                                      "cooldown", "stop_patience", "max_halvings", "select_on"}
     assert teacher["model"]["dropout"] is True
 
@@ -244,7 +244,7 @@ def test_train_block_follows_optimizer_and_schedule():
     cfg = validate(c)
     fp = run_spec(cfg, _run(cfg, "fp", "fp32"))
     assert set(fp["train"]) == {"epochs", "batch_size", "optimizer", "schedule", "grad_clip", "augment", "restarts",
-                                "lr", "weight_decay"}
+                                "epoch_examples", "compile", "lr", "weight_decay"}
     assert fp["model"]["dropout"] is True and fp["method"]["bits"] is None and "teacher" not in fp
 
 
@@ -319,7 +319,7 @@ def test_spec_changes_reach_exactly_the_runs_that_read_the_key():
 
 
 def test_registry():
-    assert list(BUILTIN) == ["fp", "distill", "pm", "qt", "qd", "dq"]
+    assert list(BUILTIN) == ["fp", "distill", "pm", "qt", "qd", "dq", "pretrained"]
     assert method_info("pm", {}).source == "distill"
     assert method_info("qd", {}).needs_teacher and not method_info("qt", {}).needs_teacher
     assert method_info("dq", {"use_distillation": False, "distill_from": "teacher"}).needs_teacher is False

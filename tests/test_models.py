@@ -119,6 +119,10 @@ def test_build_model_from_spec():
     m = build_model(spec, in_channels=1, num_classes=10, image_size=8)
     assert m.convs[0].in_channels == 1 and not m.logits_relu
     with pytest.raises(ValueError, match="family"):
+        build_model({"family": "vgg", "name": "x"}, 3, 10, 32)
+    with pytest.raises(ValueError, match="bad ResNet name 'x'"):
         build_model({"family": "resnet", "name": "x"}, 3, 10, 32)
+    wide = build_model({"family": "resnet", "name": "2xresnet18", "width": 0.5}, 3, 10, 32)
+    assert wide.fc.in_features == 512  # 2 x 0.5 = the plain ResNet-18's widths
     assert known_models("convnet") == tuple(CONVNET_SPECS)
     assert known_models("nope") == ()

@@ -14,7 +14,7 @@ import torch
 
 from qd.errors import DataMissing
 
-DATASETS = ("digits", "cifar10")
+DATASETS = ("digits", "cifar10", "cifar100")
 
 
 @dataclass
@@ -40,8 +40,19 @@ def random_split(n: int, fractions: tuple[float, ...], seed: int) -> list[torch.
     return parts
 
 
+def with_official_test(train: tuple, test: tuple, spec: dict, meta: dict) -> Splits:
+    """The splits of a dataset with an official test set: a seeded ``val_fraction`` of the training set
+    held out (0 = none), the rest trained on (the first ``train_limit`` of it, if set)."""
+    x, y = train
+    val, keep = random_split(len(y), (spec["val_fraction"],), spec["split_seed"])
+    if spec.get("train_limit"):
+        keep = keep[: spec["train_limit"]]
+    meta = {**meta, "sizes": {"train": len(keep), "val": len(val), "test": len(test[1])}}
+    return Splits((x[keep], y[keep]), (x[val], y[val]), test, meta)
+
+
 def prepare(spec: dict) -> Splits:
-    """Build the splits a task's ``dataset`` block describes."""
+    """Build the splits a task's ``dataset`` block describes (the datasets held in memory)."""
     name = spec["name"]
     if name == "digits":
         from qd.data.digits import digits_splits
@@ -51,6 +62,10 @@ def prepare(spec: dict) -> Splits:
         from qd.data.cifar import cifar10_splits
 
         return cifar10_splits(spec)
+    if name == "cifar100":
+        from qd.data.cifar100 import cifar100_splits
+
+        return cifar100_splits(spec)
     raise ValueError(f"unknown dataset {name!r}; known: {DATASETS}")
 
 

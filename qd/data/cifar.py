@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from qd.data import DataMissing, Splits, random_split
+from qd.data import DataMissing, Splits, with_official_test
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 # the paper's CIFAR-10 normalisation (official code): mean = std = 0.5 per channel
@@ -155,11 +155,7 @@ def load_cifar10(root: Path, download: bool) -> tuple[tuple, tuple, str]:
 
 def cifar10_splits(spec: dict) -> Splits:
     """Train (minus a seeded validation share), validation and the official test set."""
-    (x, y), test, source = load_cifar10(Path(spec["root"]), spec["download"])
-    val, train = random_split(len(y), (spec["val_fraction"],), spec["split_seed"])
-    if spec.get("train_limit"):
-        train = train[: spec["train_limit"]]
-    meta = {"dataset": "cifar10", "in_channels": 3, "num_classes": 10, "image_size": 32,
-            "sizes": {"train": len(train), "val": len(val), "test": len(test[1])}, "source": source,
+    train, test, source = load_cifar10(Path(spec["root"]), spec["download"])
+    meta = {"dataset": "cifar10", "in_channels": 3, "num_classes": 10, "image_size": 32, "source": source,
             "normalize": {"mean": list(MEAN), "std": list(STD)}}
-    return Splits((x[train], y[train]), (x[val], y[val]), test, meta)
+    return with_official_test(train, test, spec, meta)

@@ -5,17 +5,19 @@ from qd.run import RunContext, RunResult
 from qd.train import Fit
 
 
-def full_precision(ctx: RunContext) -> RunResult:
-    """Normal training: the task's loss on the labels (also how teachers are trained)."""
+def _train(ctx: RunContext, teacher) -> RunResult:
     model = ctx.new_model()
-    fit = Fit(params=list(model.parameters()), loss=ctx.objective(model), evaluate=ctx.evaluator(model),
+    forward = ctx.compiled(model)
+    fit = Fit(params=list(model.parameters()), loss=ctx.objective(forward, teacher), evaluate=ctx.evaluator(forward),
               modules=[model])
     return RunResult(model, history=ctx.fit(fit))
 
 
+def full_precision(ctx: RunContext) -> RunResult:
+    """Normal training: the task's loss on the labels (also how teachers are trained)."""
+    return _train(ctx, None)
+
+
 def distilled(ctx: RunContext) -> RunResult:
     """A full-precision student trained with the distillation loss toward the teacher."""
-    model = ctx.new_model()
-    fit = Fit(params=list(model.parameters()), loss=ctx.objective(model, ctx.teacher),
-              evaluate=ctx.evaluator(model), modules=[model])
-    return RunResult(model, history=ctx.fit(fit))
+    return _train(ctx, ctx.teacher)

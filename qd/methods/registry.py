@@ -40,6 +40,8 @@ BUILTIN = {
                      "Quantized distillation", distills=True),
     "dq": MethodInfo("dq", "qd.methods.differentiable_quantization:differentiable_quantization", True, False,
                      "distill", "Differentiable quantization", distills=True),
+    "pretrained": MethodInfo("pretrained", "qd.methods.pretrained:pretrained", False, False, None,
+                             "Pretrained (torchvision V1)", trains=False),
 }
 # the keys of a method's config block that configure the registry entry or the run grid, not the method
 GRID_KEYS = ("entry", "quantized", "needs_teacher", "source", "trains", "distills", "label", "train", "bits",

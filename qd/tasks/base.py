@@ -48,7 +48,8 @@ class Task:
 
     def train_batches(self, batch_size: int, generator: torch.Generator) -> Iterator[Batch]:
         """One epoch of shuffled (and, where the recipe says so, augmented) training batches; all
-        randomness comes from ``generator``."""
+        randomness comes from ``generator``. ``batch_size`` is the global batch: under ``torchrun``
+        each process yields its share of it (``qd.distributed.rank()`` of ``world_size()``)."""
         raise NotImplementedError
 
     def n_train_batches(self, batch_size: int) -> int:
@@ -56,6 +57,11 @@ class Task:
 
     def eval_batches(self, split: str, batch_size: int) -> Iterator[Batch]:
         """Batches of ``split`` (``train``, ``val`` or ``test``) in order, never augmented."""
+        raise NotImplementedError
+
+    def loss_units(self, batch: Batch) -> int:
+        """How many units :meth:`loss` averages over in ``batch`` (examples, target tokens): the weight
+        of this process's gradient when several processes share a global batch."""
         raise NotImplementedError
 
     # ------------------------------------------------------------------ models

@@ -1,9 +1,15 @@
 """Image classification: the paper's CIFAR, ImageNet and the demo's digits as a task adapter.
 
-Data small enough for memory (digits, CIFAR) is a prepared ``split.pt`` of image and label tensors
-moved whole to the run's device; batches are index slices of it. The loss is cross-entropy on the
-labels, distillation is Hinton's loss on the logits (``qd.distill``), and evaluation reports top-1
-and top-5 accuracy and the mean loss of the weights being reported.
+Two kinds of data, one interface:
+
+* small datasets (digits, CIFAR-10/100) are a prepared ``split.pt`` of image and label tensors moved
+  whole to the run's device; batches are index slices of it;
+* ImageNet is an index of image files (``qd.data.imagefolder``), decoded and augmented on the fly by a
+  ``DataLoader`` with workers.
+
+Under ``torchrun`` (``qd.distributed``) each process takes its share of every global batch. The loss
+is cross-entropy on the labels, distillation is Hinton's loss on the logits (``qd.distill``), and
+evaluation reports top-1 and top-5 accuracy and the mean loss of the weights being reported.
 
 Try: ``pytest tests/test_tasks.py``.
 """
@@ -11,16 +17,18 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from qd import distributed
 from qd.data import batches, load_splits, prepare, save_splits
 from qd.data.augment import crop_and_flip
 from qd.distill import distillation_loss
-from qd.evaluate import classify
+from qd.evaluate import classify_batches
 from qd.tasks import TASKS
 from qd.tasks.base import Task
 
@@ -32,19 +40,37 @@ class Classification(Task):
 
     def __init__(self, spec: dict, folder: Path, device: torch.device):
         super().__init__(spec, folder, device)
-        splits = load_splits(Path(folder) / SPLIT_FILE)
-        move = lambda t: tuple(v.to(device) for v in t)  # noqa: E731
-        self.train, self.val, self.test = move(splits.train), move(splits.val), move(splits.test)
-        self.meta = splits.meta
-        self.augment = spec.get("train", {}).get("augment", False)
+        train = spec.get("train", {})
+        self.augment = train.get("augment", False)
+        self.epoch_examples = train.get("epoch_examples")  # None: every training image each epoch
         self.eval_batch_size = spec.get("evaluation", {}).get("batch_size", 512)
+        self.rank, self.world = distributed.rank(), distributed.world_size()
+        manifest = Path(folder) / "manifest.json"
+        self.streamed = manifest.exists() and json.loads(manifest.read_text()).get("streamed", False)
+        if self.streamed:
+            from qd.data.imagefolder import StreamedImageFolder
+
+            self.stream = StreamedImageFolder.from_prepared(folder, rank=self.rank, world=self.world,
+                                                            workers=spec.get("evaluation", {}).get("workers", 4),
+                                                            pin_memory=device.type == "cuda")
+            self.meta = self.stream.meta
+        else:
+            splits = load_splits(Path(folder) / SPLIT_FILE)
+            move = lambda t: tuple(v.to(device) for v in t)  # noqa: E731
+            self.train, self.val, self.test = move(splits.train), move(splits.val), move(splits.test)
+            self.meta = splits.meta
         # a teacher's logits on the (unaugmented) training images, computed once instead of every step
-        self.cache_teacher = spec.get("distill", {}).get("cache_teacher", False) and not self.augment
+        self.cache_teacher = (spec.get("distill", {}).get("cache_teacher", False) and not self.augment
+                              and not self.streamed)
         self._teacher_logits: dict[int, torch.Tensor] = {}
 
     # ------------------------------------------------------------------ data
     @classmethod
     def prepare(cls, dataset: dict, folder: Path) -> dict:
+        if dataset["name"] == "imagenet":
+            from qd.data.imagefolder import prepare_image_folder
+
+            return prepare_image_folder(dataset, folder)
         splits = prepare(dataset)
         save_splits(splits, Path(folder) / SPLIT_FILE)
         return dict(splits.meta)
@@ -52,21 +78,36 @@ class Classification(Task):
     def split(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
         return {"train": self.train, "val": self.val, "test": self.test}[name]
 
+    def split_size(self, name: str) -> int:
+        return self.meta["sizes"][name] if self.streamed else len(self.split(name)[1])
+
     def train_batches(self, batch_size: int, generator: torch.Generator):
-        """``(images, labels, indices)``: the indices let a cached teacher output be looked up."""
+        """``(images, labels, indices)`` of this process's share of each global batch; the indices let
+        a cached teacher output be looked up."""
+        if self.streamed:
+            for x, y in self.stream.train_batches(batch_size, generator):
+                yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            return
         x, y = self.train
-        order = torch.randperm(len(y), generator=generator)
-        for i in range(0, len(y), batch_size):
-            idx = order[i:i + batch_size]
+        order = torch.randperm(len(y), generator=generator)[: self.epoch_examples]
+        for i in range(0, len(order), batch_size):
+            idx = order[i:i + batch_size][self.rank::self.world]
             xb = x[idx]
             # drawn after the epoch's permutation, from the same generator: one seed fixes the epoch
             yield (crop_and_flip(xb, generator) if self.augment else xb), y[idx], idx
 
     def n_train_batches(self, batch_size: int) -> int:
-        return math.ceil(len(self.train[1]) / batch_size)
+        if self.streamed:
+            return self.stream.n_train_batches(batch_size)
+        return math.ceil(min(len(self.train[1]), self.epoch_examples or len(self.train[1])) / batch_size)
 
     def eval_batches(self, split: str, batch_size: int):
+        if self.streamed:
+            return ((x.to(self.device), y.to(self.device)) for x, y in self.stream.eval_batches(split, batch_size))
         return batches(*self.split(split), batch_size)
+
+    def loss_units(self, batch) -> int:
+        return len(batch[1])
 
     # ------------------------------------------------------------------ models
     @classmethod
@@ -111,19 +152,21 @@ class Classification(Task):
 
     # ------------------------------------------------------------------ evaluation
     def epoch_metrics(self, forward, split: str) -> dict:
-        x, y = self.split(split)
-        if len(y) == 0:
+        if self.split_size(split) == 0:
             return {}
-        return {"accuracy": classify(forward, x, y, self.eval_batch_size)["accuracy"]}
+        return {"accuracy": classify_batches(forward, self.eval_batches(split, self.eval_batch_size))["accuracy"]}
 
     def final_metrics(self, model) -> tuple[dict, dict[str, str]]:
-        test = classify(model, *self.test, self.eval_batch_size, predictions=True)
-        val = classify(model, *self.val, self.eval_batch_size) if len(self.val[1]) else None
+        test = classify_batches(model, self.eval_batches("test", self.eval_batch_size), predictions=True)
+        val = classify_batches(model, self.eval_batches("val", self.eval_batch_size)) \
+            if self.split_size("val") else None
         row = {"accuracy": test["accuracy"], "top5": test["top5"], "test_loss": test["loss"],
-               "val_accuracy": val["accuracy"] if val else None, "n_test": len(self.test[1])}
-        return row, {"test_outputs.csv": outputs_csv(self.test[1], test["predictions"])}
+               "val_accuracy": val["accuracy"] if val else None, "n_test": test["n"]}
+        return row, {"test_outputs.csv": outputs_csv(test["labels"], test["predictions"])}
 
     def example_input(self, batch_size: int) -> tuple:
+        if self.streamed:
+            return (next(iter(self.eval_batches("test", batch_size)))[0],)
         return (self.test[0][:batch_size],)
 
 

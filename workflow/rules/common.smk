@@ -48,7 +48,7 @@ def alternatives(names):
 
 wildcard_constraints:
     task=alternatives(CFG["tasks"]),
-    method=alternatives(set(CFG["methods"]) | {"fp"}),
+    method=alternatives(set(CFG["methods"]) | {t["models"]["teacher_method"] for t in CFG["tasks"].values()}),
     variant=r"fp32|b\d+-(d\d+|nobucket)",
     seed=r"\d+",
 
@@ -74,8 +74,21 @@ def run_inputs(w):
 
 
 def run_threads(w):
-    """The threads the job uses (its spec's), so the scheduler reserves exactly those."""
-    return SPECS[run_of(w)]["threads"]
+    """The threads the job uses (its spec's, per process), so the scheduler reserves exactly those."""
+    spec = SPECS[run_of(w)]
+    return spec["threads"] * spec["processes"]
+
+
+def run_gpus(w):
+    """GPUs a training job takes: one per process (none for a run on the CPU)."""
+    spec = SPECS[run_of(w)]
+    return 0 if spec["device"] == "cpu" else spec["processes"]
+
+
+def run_launcher(w):
+    """`qd`, or torchrun with one process per GPU for a run of several processes (DDP)."""
+    n = SPECS[run_of(w)]["processes"]
+    return "qd" if n == 1 else f"torchrun --standalone --nproc-per-node {n} -m qd.cli"
 
 
 # ---- warm start (qd/prefork.py): on this machine, one process imports torch once and forks every job.

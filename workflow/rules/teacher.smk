@@ -12,11 +12,14 @@ rule teacher:
         RUN_DIR + "/log.txt",
     wildcard_constraints:
         model=alternatives(TEACHERS),
-        method="fp",
+        method="fp|pretrained",
         variant="fp32",
     params:
         spec=lambda w: SPEC_FILES[run_of(w)],
         out=lambda w, output: str(Path(output.metrics).parent),
+        launcher=run_launcher,
     threads: run_threads
+    resources:
+        gpu=run_gpus,
     shell:
-        "qd train --spec {params.spec} --out {params.out} > {log} 2>&1"
+        "{params.launcher} train --spec {params.spec} --out {params.out} > {log} 2>&1"
