@@ -16,7 +16,10 @@ On one 16M-element fp32 tensor (64 MB), 4 bits, buckets of 256, it times side by
   zero point ``round(-min/scale)``), with and without computing the scales;
 * ``torch.compile`` of the eager reference (compile time reported apart, excluded from the median);
 * ``qd.quant.quantize_nonuniform`` with 16 quantile points (the DQ quantizer), forward and
-  forward + backward.
+  forward + backward;
+* the two modern baselines' quantizers, forward + backward as in a training step: LSQ with a learned
+  step per bucket (``qd.quantizers.lsq``, this library's autograd function and PyTorch's learnable op)
+  and per-channel QAT (``qd.quantizers.per_channel``) on the ``(4096, 4096)`` view.
 
 Then it profiles one call of each library quantizer (which ops, how much time) and checks that
 ``quantize_uniform`` is bit-exact with the eager reference. Ratios only: no timed assertions.
@@ -35,6 +38,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from reference_quantizers import describe_exactness, eager_quantize_uniform, print_profile  # noqa: E402
 
 from qd.quant import CONSTANT_RANGE, quantile_points, quantize_nonuniform, quantize_uniform  # noqa: E402
+from qd.quantizers.lsq import LSQQuantizer  # noqa: E402
+from qd.quantizers.per_channel import PerChannelQuantizer  # noqa: E402
 
 N = 16 * 2**20
 BITS, BUCKET = 4, 256
@@ -76,6 +81,20 @@ def nonuniform_step(x: torch.Tensor):
     return points, step
 
 
+def training_step(quantizer, x: torch.Tensor):
+    """Forward and backward of a fake quantizer with respect to the weight (and its learned steps)."""
+    w = x.view(4096, -1).clone().requires_grad_(True)
+    grad = torch.randn_like(w)
+
+    def step():
+        w.grad = None
+        for p in getattr(quantizer, "parameters", lambda: [])():
+            p.grad = None
+        quantizer(w).backward(grad)
+
+    return step
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--min-run-time", type=float, default=2.0, help="seconds per blocked_autorange")
@@ -115,6 +134,10 @@ def main(argv=None) -> None:
     points, dq_step = nonuniform_step(x)
     add("qd.quant.quantize_nonuniform, 16 points", lambda: quantize_nonuniform(x, points.detach(), BUCKET), "-")
     add("quantize_nonuniform forward + backward", dq_step, "-")
+    for impl in ("autograd", "torch"):
+        lsq = LSQQuantizer(x.view(4096, -1), BITS, "bucket", BUCKET, implementation=impl)
+        add(f"LSQ per bucket ({impl}) fwd + bwd", training_step(lsq, x), "-")
+    add("per-channel QAT (4096 rows) fwd + bwd", training_step(PerChannelQuantizer(BITS), x), "-")
     clone = rows[0][1]
     print(f"\n{'':40s} {'median ms':>10s} {'x clone':>8s}  equal to the eager reference")
     for name, s, exact in rows:

@@ -1,4 +1,4 @@
-"""The compressed model file: Huffman-coded level indices, bucket scales, grids and fp tensors (notes 1.9).
+"""The compressed model file: Huffman-coded level indices, scales, grids and fp tensors (notes 1.9).
 
 The paper's size is analytic: ``4 N_fp + b_eff N_q / 8 + 8 n_buckets`` bytes, with ``b_eff`` the mean
 length of *one* Huffman code built over the level indices of all quantized tensors pooled. This module
@@ -8,9 +8,12 @@ weights that were evaluated:
 * one canonical Huffman code over the pooled level indices (``qd.size.huffman_code_lengths``); only the
   code lengths are stored, the codes are rebuilt from them (canonical codes, as DEFLATE does);
 * per quantized tensor: its bit-packed index stream (exactly ``b_eff`` bits per weight on average, plus
-  at most 7 bits of padding), per-bucket ``lo`` and ``hi`` (min and max, what ``qd.quant.decode``
-  reads) in the tensor's float dtype (fp32 for an fp32 model: the paper's 8 bytes per bucket), and its
-  grid: nothing but ``bits`` for the uniform grid, the points themselves for a non-uniform one;
+  at most 7 bits of padding) and what its layout (``qd.quantizers.layouts``) needs to decode it:
+  ``minmax``: per-bucket ``lo`` and ``hi`` (min and max, what ``qd.quant.decode`` reads) in the
+  tensor's float dtype (fp32 for an fp32 model: the paper's 8 bytes per bucket) and its grid (nothing
+  but ``bits`` for the uniform grid, the points themselves for a non-uniform one); ``affine`` and
+  ``step``: the grouping, the integer level range, a scale per group and (affine) a zero point per
+  group, each in its own dtype; ``codebook``: the table of values;
 * every other state-dict entry (fp32 parameters, BatchNorm buffers) as raw bytes with dtype and shape.
 
 Layout (integers little-endian)::
@@ -19,10 +22,18 @@ Layout (integers little-endian)::
     payload  header JSON: u32 length, UTF-8
              code table: u32 symbols, u8 code length per symbol, u32 sole symbol (or NO_SYMBOL)
              u32 entries, each: u8 kind | u16 name length, name | u8 dtype | u8 ndim, u64 dims
-               fp entry:        raw bytes (numel x itemsize)
-               quantized entry: u64 n | u32 bucket size (0 = one bucket) | u8 flags | u8 grid dtype
-                                grid: u8 bits (uniform) or u32 points + points | u64 buckets, lo, hi
-                                u64 stream bits, stream bytes
+               fp entry (kind 0):      raw bytes (numel x itemsize)
+               minmax entry (kind 1):  u64 n | u32 bucket size (0 = one bucket) | u8 flags | u8 grid dtype
+                                       grid: u8 bits (uniform) or u32 points + points | u64 buckets, lo, hi
+               affine (2), step (3):   u64 n | u8 axis + 1 (0 = flat buckets) | u32 bucket size (0 = one
+                                       bucket) | i32 quant_min | u32 levels | u8 scale dtype | u64 groups,
+                                       scales | affine only: u8 zero-point dtype, zero points
+               codebook (4):           u64 n | u32 values, values (in the entry's dtype)
+               every quantized entry then: u64 stream bits, stream bytes
+
+Format version 1 has kinds 0 and 1 only; version 2 adds kinds 2-4. A file is written with the lowest
+version that holds its entries, so models of the paper's methods are byte for byte what version 1
+wrote, and every version-1 file loads.
 
 Encoding and decoding are vectorised over symbols (numpy), never a Python loop per symbol: codewords
 are shifted into place and summed into u64 words; decoding runs many segments of the stream in
@@ -46,18 +57,24 @@ import torch
 
 from qd.errors import QdError
 from qd.io import atomic_write_bytes
-from qd.quant import QuantCodes, decode, uniform_grid
+from qd.quant import uniform_grid
+from qd.quantizers.layouts import (AFFINE, CODEBOOK, MINMAX, STEP, QuantCodes, decode, integer_codes,
+                                    layout_of, n_groups)
 from qd.size import huffman_code_lengths, level_counts
 
 MAGIC = b"\x89QDA\r\n\x1a\n"  # PNG-style: a non-ASCII byte, CRLF and ^Z catch text-mode mangling
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # the newest this module writes and reads
 _PREFIX = struct.Struct("<8sHQ32s")  # magic, version, payload length, sha256 of the payload
 NO_SYMBOL = 0xFFFFFFFF
 # Code lengths up to 57 bits keep a codeword plus the 7-bit offset inside a byte within one u64 word.
 # A Huffman code that long needs more than Fibonacci(59) ~ 1e12 weights.
 MAX_CODE_LENGTH = 57
 
-KIND_FP, KIND_QUANTIZED = 0, 1
+KIND_FP, KIND_QUANTIZED = 0, 1  # KIND_QUANTIZED: minmax codes, the only quantized kind of version 1
+KIND_AFFINE, KIND_STEP, KIND_CODEBOOK = 2, 3, 4
+_LAYOUT_KINDS = {MINMAX: KIND_QUANTIZED, AFFINE: KIND_AFFINE, STEP: KIND_STEP, CODEBOOK: KIND_CODEBOOK}
+_KIND_LAYOUTS = {k: name for name, k in _LAYOUT_KINDS.items()}
+_FIRST_VERSION = {KIND_FP: 1, KIND_QUANTIZED: 1, KIND_AFFINE: 2, KIND_STEP: 2, KIND_CODEBOOK: 2}
 FLAG_UNIFORM, FLAG_EXPLICIT_GRID = 1, 2
 # Append-only: the index of a dtype is part of the format.
 DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64, torch.int64, torch.int32,
@@ -464,10 +481,23 @@ def _put_quantized(w: _Writer, name: str, c: QuantCodes, code: CanonicalCode) ->
     indices = c.indices.detach().cpu().reshape(-1).numpy().astype(np.int64, copy=False)
     if n and (indices.min() < 0 or indices.max() >= c.grid.numel()):
         raise ValueError(f"{name}: level indices outside the {c.grid.numel()}-level grid")
-    _put_tensor_head(w, KIND_QUANTIZED, name, c.lo.dtype, c.shape)
+    kind = _LAYOUT_KINDS[layout_of(c.layout).name]
+    _put_tensor_head(w, kind, name, c.dtype, c.shape)
+    if kind == KIND_QUANTIZED:
+        _put_minmax(w, c)
+    elif kind == KIND_CODEBOOK:
+        _put_codebook(w, name, c)
+    else:
+        _put_integer(w, name, c)
+    stream, n_bits = huffman_encode(indices, code)
+    w.pack("index_streams", "Q", n_bits)
+    w.put("index_streams", stream)
+
+
+def _put_minmax(w: _Writer, c: QuantCodes) -> None:
     bits = _implicit_bits(c)
     flags = (FLAG_UNIFORM if c.uniform else 0) | (0 if bits is not None else FLAG_EXPLICIT_GRID)
-    w.pack("tensor_metadata", "QIBB", n, c.bucket_size or 0, flags, _dtype_code(c.grid.dtype))
+    w.pack("tensor_metadata", "QIBB", c.indices.numel(), c.bucket_size or 0, flags, _dtype_code(c.grid.dtype))
     if bits is not None:
         w.pack("grids", "B", bits)
     else:
@@ -476,15 +506,51 @@ def _put_quantized(w: _Writer, name: str, c: QuantCodes, code: CanonicalCode) ->
     w.pack("bucket_scales", "Q", c.lo.numel())
     w.put("bucket_scales", _raw(c.lo))
     w.put("bucket_scales", _raw(c.hi))
-    stream, n_bits = huffman_encode(indices, code)
-    w.pack("index_streams", "Q", n_bits)
-    w.put("index_streams", stream)
 
 
-def _get_quantized(r: _Reader, dtype: torch.dtype, shape: tuple, code: CanonicalCode) -> QuantCodes:
-    n, bucket, flags, grid_code = r.unpack("QIBB")
+def _put_integer(w: _Writer, name: str, c: QuantCodes) -> None:
+    groups = n_groups(tuple(c.shape), c.axis, c.bucket_size)
+    if c.scale.numel() != groups or (c.zero_point is not None and c.zero_point.numel() != groups):
+        raise ValueError(f"{name}: {c.layout} codes of shape {tuple(c.shape)} need {groups} scales"
+                         + (" and zero points" if c.zero_point is not None else ""))
+    w.pack("tensor_metadata", "QBIiI", c.indices.numel(), 0 if c.axis is None else c.axis + 1,
+           c.bucket_size or 0, c.quant_min, c.n_levels)
+    w.pack("bucket_scales", "BQ", _dtype_code(c.scale.dtype), groups)
+    w.put("bucket_scales", _raw(c.scale))
+    if c.zero_point is not None:
+        w.pack("bucket_scales", "B", _dtype_code(c.zero_point.dtype))
+        w.put("bucket_scales", _raw(c.zero_point))
+
+
+def _put_codebook(w: _Writer, name: str, c: QuantCodes) -> None:
+    if c.grid.dtype != c.dtype:
+        raise ValueError(f"{name}: codebook values of dtype {c.grid.dtype} for a {c.dtype} tensor")
+    w.pack("tensor_metadata", "Q", c.indices.numel())
+    w.pack("grids", "I", c.grid.numel())
+    w.put("grids", _raw(c.grid))
+
+
+def _get_quantized(r: _Reader, kind: int, dtype: torch.dtype, shape: tuple, code: CanonicalCode) -> QuantCodes:
+    n = r.unpack("Q")
     if n != math.prod(shape):
         raise ValueError(f"{n} elements recorded for shape {shape}")
+    if kind == KIND_QUANTIZED:
+        make = _get_minmax(r, dtype, shape)
+    elif kind == KIND_CODEBOOK:
+        make = _get_codebook(r, dtype, shape)
+    else:
+        make = _get_integer(r, kind, dtype, shape)
+    n_bits = r.unpack("Q")
+    stream = r.take((n_bits + 7) // 8)
+    indices = torch.from_numpy(huffman_decode(stream, n_bits, n, code))
+    codes = make(indices)
+    if n and int(indices.max()) >= codes.n_levels:
+        raise ValueError(f"a level index beyond the {codes.n_levels}-level grid")
+    return codes
+
+
+def _get_minmax(r: _Reader, dtype: torch.dtype, shape: tuple):
+    bucket, flags, grid_code = r.unpack("IBB")
     grid_dtype = _dtype(grid_code)
     if flags & FLAG_EXPLICIT_GRID:
         n_points = r.unpack("I")
@@ -495,13 +561,36 @@ def _get_quantized(r: _Reader, dtype: torch.dtype, shape: tuple, code: Canonical
     size = n_buckets * _itemsize(dtype)
     lo = _tensor(r.take(size), dtype, (n_buckets,))
     hi = _tensor(r.take(size), dtype, (n_buckets,))
-    n_bits = r.unpack("Q")
-    stream = r.take((n_bits + 7) // 8)
-    indices = huffman_decode(stream, n_bits, n, code)
-    if n and indices.max() >= grid.numel():
-        raise ValueError(f"a level index beyond the {grid.numel()}-level grid")
-    return QuantCodes(indices=torch.from_numpy(indices), lo=lo, hi=hi, grid=grid, bucket_size=bucket or None,
-                      shape=tuple(shape), uniform=bool(flags & FLAG_UNIFORM))
+    return lambda indices: QuantCodes(indices=indices, lo=lo, hi=hi, grid=grid, bucket_size=bucket or None,
+                                      shape=tuple(shape), uniform=bool(flags & FLAG_UNIFORM), layout=MINMAX)
+
+
+def _get_integer(r: _Reader, kind: int, dtype: torch.dtype, shape: tuple):
+    axis_code, bucket, quant_min, n_levels = r.unpack("BIiI")
+    axis = axis_code - 1 if axis_code else None
+    if axis is not None and (axis >= len(shape) or bucket):
+        raise ValueError(f"axis {axis} with bucket size {bucket} for shape {shape}")
+    if n_levels < 2:
+        raise ValueError(f"{n_levels} integer levels (at least 2 expected)")
+    scale_dtype, groups = r.unpack("BQ")
+    scale_dtype = _dtype(scale_dtype)
+    if groups != n_groups(tuple(shape), axis, bucket or None):
+        raise ValueError(f"{groups} scale groups recorded for shape {shape}, axis {axis}, bucket size {bucket}")
+    scale = _tensor(r.take(groups * _itemsize(scale_dtype)), scale_dtype, (groups,))
+    zero_point = None
+    if kind == KIND_AFFINE:
+        zp_dtype = _dtype(r.unpack("B"))
+        zero_point = _tensor(r.take(groups * _itemsize(zp_dtype)), zp_dtype, (groups,))
+    return lambda indices: integer_codes(indices + quant_min, scale, zero_point, quant_min,
+                                         quant_min + n_levels - 1, tuple(shape), dtype, axis, bucket or None)
+
+
+def _get_codebook(r: _Reader, dtype: torch.dtype, shape: tuple):
+    n_values = r.unpack("I")
+    values = _tensor(r.take(n_values * _itemsize(dtype)), dtype, (n_values,))
+    empty = torch.empty(0, dtype=dtype)
+    return lambda indices: QuantCodes(indices=indices, lo=empty, hi=empty.clone(), grid=values, bucket_size=None,
+                                      shape=tuple(shape), uniform=False, layout=CODEBOOK)
 
 
 def _payload(state_dict: Mapping[str, torch.Tensor], codes: Mapping[str, QuantCodes], header: dict) -> _Writer:
@@ -527,8 +616,13 @@ def _payload(state_dict: Mapping[str, torch.Tensor], codes: Mapping[str, QuantCo
     return w
 
 
-def _prefix(payload: bytes) -> bytes:
-    return _PREFIX.pack(MAGIC, FORMAT_VERSION, len(payload), hashlib.sha256(payload).digest())
+def file_version(codes: Mapping[str, QuantCodes]) -> int:
+    """The lowest format version that holds these codes (1 unless a layout other than minmax is used)."""
+    return max((_FIRST_VERSION[_LAYOUT_KINDS[layout_of(c.layout).name]] for c in codes.values()), default=1)
+
+
+def _prefix(payload: bytes, version: int) -> bytes:
+    return _PREFIX.pack(MAGIC, version, len(payload), hashlib.sha256(payload).digest())
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -551,7 +645,7 @@ def export_artefact(path: str | Path, state_dict: Mapping[str, torch.Tensor], co
     small JSON-able dict, e.g. the model's config, returned unchanged by :func:`load_artefact`.
     """
     payload = b"".join(_payload(state_dict, codes, header or {}).parts)
-    data = _prefix(payload) + payload
+    data = _prefix(payload, file_version(codes)) + payload
     atomic_write_bytes(data, path)
     return len(data)
 
@@ -565,15 +659,15 @@ def load_artefact(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, 
     """
     path = Path(path)
     data = path.read_bytes()
-    payload = _checked_payload(path, data)
+    payload, version = _checked_payload(path, data)
     try:
-        return _parse(memoryview(payload))
+        return _parse(memoryview(payload), version)
     except (ValueError, RuntimeError, struct.error) as e:
         # the checksum matched, so this is a writer bug or a forged file: still never half-load it
         raise ArtefactError(f"{path}: malformed artefact payload: {e}") from e
 
 
-def _checked_payload(path: Path, data: bytes) -> bytes:
+def _checked_payload(path: Path, data: bytes) -> tuple[bytes, int]:
     if len(data) < len(MAGIC) and MAGIC.startswith(data):
         raise ArtefactError(f"{path}: truncated: {len(data)} bytes, not even the magic bytes")
     if len(data) < len(MAGIC) or data[:len(MAGIC)] != MAGIC:
@@ -597,10 +691,10 @@ def _checked_payload(path: Path, data: bytes) -> bytes:
         raise ArtefactError(f"{path}: checksum mismatch: the payload is corrupted "
                             f"(sha256 {hashlib.sha256(payload).hexdigest()[:16]}..., "
                             f"recorded {digest.hex()[:16]}...)")
-    return payload
+    return payload, version
 
 
-def _parse(payload: memoryview) -> tuple[dict, dict, dict]:
+def _parse(payload: memoryview, version: int = FORMAT_VERSION) -> tuple[dict, dict, dict]:
     r = _Reader(payload)
     header = json.loads(r.take(r.unpack("I")).decode())
     n_symbols = r.unpack("I")
@@ -614,13 +708,16 @@ def _parse(payload: memoryview) -> tuple[dict, dict, dict]:
         dtype_code, ndim = r.unpack("BB")
         dtype = _dtype(dtype_code)
         shape = r.unpack_tuple(f"{ndim}Q")
+        if kind not in _FIRST_VERSION:
+            raise ValueError(f"entry {name!r} has unknown kind {kind}")
+        if _FIRST_VERSION[kind] > version:
+            raise ValueError(f"entry {name!r} is a {_KIND_LAYOUTS[kind]} entry (kind {kind}), which format "
+                             f"version {version} does not have")
         if kind == KIND_FP:
             state_dict[name] = _tensor(r.take(math.prod(shape) * _itemsize(dtype)), dtype, shape)
-        elif kind == KIND_QUANTIZED:
-            codes[name] = _get_quantized(r, dtype, shape, code)
-            state_dict[name] = decode(codes[name])
         else:
-            raise ValueError(f"entry {name!r} has unknown kind {kind}")
+            codes[name] = _get_quantized(r, kind, dtype, shape, code)
+            state_dict[name] = decode(codes[name])
     if r.at != len(payload):
         raise ValueError(f"{len(payload) - r.at} bytes left after the last entry")
     return state_dict, codes, header

@@ -3,7 +3,8 @@
 A tensor is flattened and cut into consecutive *buckets* of ``bucket_size`` elements; each bucket is
 scaled to [0, 1] by its own min and max, snapped to a grid of *levels* in [0, 1] and scaled back.
 Uniform quantization uses the ``2**bits`` evenly spaced levels ``k / (2**bits - 1)``; non-uniform
-quantization uses given sorted *points*. Every function here is vectorised over buckets.
+quantization uses given sorted *points*. Every function here is vectorised over buckets. Their codes
+are ``minmax`` codes (``QuantCodes``, ``decode``: ``qd.quantizers.layouts``, re-exported here).
 
 Exercise it with ``pytest tests/test_quant.py``.
 """
@@ -13,37 +14,12 @@ from dataclasses import dataclass
 
 import torch
 
+# the codes and their decoding live with the other layouts; imported here, where they always were
+from qd.quantizers.layouts import MINMAX, QuantCodes, decode, dequantize  # noqa: F401 (re-exported)
+
 # A bucket whose range is below this is treated as constant (the official code's threshold):
 # scaling divides by 1 instead of ~0, so every element lands on level 0 and decodes to the min.
 CONSTANT_RANGE = 1e-10
-
-
-@dataclass
-class QuantCodes:
-    """A quantized tensor as stored: level indices, per-bucket min and range, and the level grid.
-
-    ``decode(codes)`` rebuilds exactly the tensor the quantizer returned.
-    """
-
-    indices: torch.Tensor  # int64, flattened, unpadded: one level index per element
-    lo: torch.Tensor  # (n_buckets,) bucket minimum
-    hi: torch.Tensor  # (n_buckets,) bucket maximum
-    grid: torch.Tensor  # (n_levels,) level positions in [0, 1]
-    bucket_size: int | None
-    shape: tuple[int, ...]
-    uniform: bool
-
-    @property
-    def rng(self) -> torch.Tensor:
-        return self.hi - self.lo
-
-    @property
-    def n_buckets(self) -> int:
-        return self.lo.numel()
-
-    @property
-    def n_levels(self) -> int:
-        return self.grid.numel()
 
 
 def uniform_grid(bits: int, dtype=torch.float32, device=None) -> torch.Tensor:
@@ -90,15 +66,6 @@ def bucket_scaling(b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.T
     rng = hi - lo
     divisor = torch.where(rng > CONSTANT_RANGE, rng, torch.ones_like(rng))
     return lo, hi, divisor
-
-
-def dequantize(lo: torch.Tensor, hi: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-    """``sc^-1``: level positions in [0, 1] back to weights (the one formula every path uses).
-
-    ``lerp`` is exact at both ends (position 0 gives the min, 1 the max), which ``lo + rng * p``
-    is not: ``lo + (hi - lo)`` is often one ulp off ``hi``.
-    """
-    return torch.lerp(lo, hi, positions)
 
 
 def _uniform_levels(b: torch.Tensor, bits: int, stochastic: bool, generator) -> tuple:
@@ -233,6 +200,7 @@ def encode_uniform(
         bucket_size=bucket_size,
         shape=tuple(x.shape),
         uniform=True,
+        layout=MINMAX,
     )
 
 
@@ -435,20 +403,8 @@ def encode_nonuniform(x: torch.Tensor, points: torch.Tensor, bucket_size: int | 
         bucket_size=bucket_size,
         shape=tuple(x.shape),
         uniform=False,
+        layout=MINMAX,
     )
-
-
-def decode(codes: QuantCodes) -> torch.Tensor:
-    """The quantized tensor that ``codes`` describe."""
-    n = codes.indices.numel()
-    d = codes.bucket_size if codes.bucket_size is not None else max(n, 1)
-    positions = codes.grid[codes.indices]
-    pad = (-n) % d
-    if pad:
-        positions = torch.cat([positions, positions[-1:].expand(pad)])
-    b = positions.view(-1, d)
-    out = dequantize(codes.lo.view(-1, 1), codes.hi.view(-1, 1), b)
-    return out.reshape(-1)[:n].view(codes.shape)
 
 
 def quantile_points(x: torch.Tensor, n_points: int, bucket_size: int | None = 256) -> torch.Tensor:

@@ -11,6 +11,13 @@ tensor without bucketing); the official code used the fractional ``N_q / d`` and
 without bucketing. Huffman tables, non-uniform point tables and BatchNorm running statistics are not
 counted, as in the paper.
 
+Codes of other layouts (``qd.quantizers.layouts``) generalise the last term to the fp32 scalars each
+layout keeps per group: 2 per bucket (``minmax``: min and max), 2 per group (``affine``: scale and
+zero point, e.g. per channel), 1 per group (``step``: the learned step size), none (``codebook``: its
+one table per tensor, like the non-uniform points, is not counted). Their level indices pool into the
+one Huffman code as they are: symbol ``k`` is the ``k``-th level from the bottom of its tensor, and a
+tensor with fewer levels than another uses the first symbols of the same alphabet.
+
 Exercise it with ``pytest tests/test_size.py``.
 """
 from __future__ import annotations
@@ -21,7 +28,7 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-from qd.quant import QuantCodes
+from qd.quantizers.layouts import QuantCodes, layout_of
 
 FP32_BYTES = 4
 BUCKET_OVERHEAD_BYTES = 8  # two fp32 scalars per bucket: min and range
@@ -80,7 +87,10 @@ def entropy_bits(counts) -> float:
 
 
 def level_counts(codes: Mapping[str, QuantCodes]) -> torch.Tensor:
-    """Frequencies of each level index pooled over all quantized tensors (one code for the model)."""
+    """Frequencies of each level index pooled over all quantized tensors (one code for the model).
+
+    Counts are padded to the largest level count: index ``k`` of every tensor is the same symbol.
+    """
     n_levels = max((c.n_levels for c in codes.values()), default=1)
     counts = torch.zeros(n_levels, dtype=torch.long)
     for c in codes.values():
@@ -90,19 +100,32 @@ def level_counts(codes: Mapping[str, QuantCodes]) -> torch.Tensor:
 
 def paper_size_bytes(n_quantized: int, n_full_precision: int, mean_bits: float, n_buckets: int) -> float:
     """The paper's size formula in bytes (``4 N_fp + b_eff N_q / 8 + 8 n_buckets``)."""
-    return FP32_BYTES * n_full_precision + mean_bits * n_quantized / 8 + BUCKET_OVERHEAD_BYTES * n_buckets
+    return analytic_size_bytes(n_quantized, n_full_precision, mean_bits, BUCKET_OVERHEAD_BYTES * n_buckets)
+
+
+def analytic_size_bytes(n_quantized: int, n_full_precision: int, mean_bits: float, scales: int) -> float:
+    """The paper's formula with its per-bucket term replaced by the bytes of the codes' ``scales``."""
+    return FP32_BYTES * n_full_precision + mean_bits * n_quantized / 8 + scales
+
+
+def scale_bytes(codes: Mapping[str, QuantCodes]) -> int:
+    """Bytes of the per-group scalars of every layout, each counted as one fp32 (the formula's last term)."""
+    return sum(FP32_BYTES * layout_of(c.layout).scalars_per_group * c.n_groups for c in codes.values())
 
 
 def model_sizes(parameters: Mapping[str, torch.Tensor], codes: Mapping[str, QuantCodes]) -> dict:
     """fp32 size, analytic (paper formula) size and Huffman bits per weight of a quantized model.
 
-    ``parameters`` are all the model's parameters by name; ``codes`` the quantized ones among them.
+    ``parameters`` are all the model's parameters by name; ``codes`` the quantized ones among them, of
+    any layout. ``n_buckets`` counts the groups that own scales (buckets, channels, steps);
+    ``scale_bytes`` is their term of the analytic size.
     """
     n_total = sum(p.numel() for p in parameters.values())
     n_q = sum(c.indices.numel() for c in codes.values())
     n_buckets = sum(c.n_buckets for c in codes.values())
     counts = level_counts(codes) if codes else torch.zeros(1, dtype=torch.long)
     mean_bits = huffman_mean_bits(counts)
+    scales = scale_bytes(codes)
     return {
         "params": n_total,
         "quantized_params": n_q,
@@ -111,5 +134,6 @@ def model_sizes(parameters: Mapping[str, torch.Tensor], codes: Mapping[str, Quan
         "huffman_bits_per_weight": mean_bits,
         "entropy_bits_per_weight": entropy_bits(counts),
         "size_fp32": FP32_BYTES * n_total,
-        "size_analytic": paper_size_bytes(n_q, n_total - n_q, mean_bits, n_buckets),
+        "size_analytic": analytic_size_bytes(n_q, n_total - n_q, mean_bits, scales),
+        "scale_bytes": scales,
     }

@@ -263,3 +263,91 @@ def test_header_must_be_json(tmp_path):
     with pytest.raises(ValueError):
         export_artefact(tmp_path / "x.qda", {}, {}, {"nan": float("nan")})
     assert not (tmp_path / "x.qda").exists()
+
+
+# ------------------------------------------------------------------------------ layouts and format versions
+
+# A file written by the version-1 writer (before other layouts existed): a 3x5 weight in 2 bits with
+# buckets of 4, an fp32 bias of 2 and a 9-element non-uniform tensor (points 0, 0.3, 1, one bucket),
+# header {"model": "v1"}. Below it, the exact float32 values the writer's codes decoded to.
+V1_FILE = bytes.fromhex(
+    "895144410d0a1a0a0100d8000000000000007f0b60f99b6823ad9b330d0bf8151012985f1e814706e81217994bdae561045f"
+    "0e0000007b226d6f64656c223a227631227d0400000002020202ffffffff03000000010100770002030000000000000005000000"
+    "000000000f00000000000000040000000100020400000000000000d3a28ebf711365bf4852d7bfb09e0c3ee762723fd06bd83fbb"
+    "a6a23e229eb23f1e000000000000007cc6cf0c00010062000102000000000000000000003f0000a0bf0101007600010900000000"
+    "000000090000000000000000000000020003000000000000009a99993e0000803f010000000000000082fd6abfabd51c40120000"
+    "0000000000a6a000")
+V1_W = ["-0x1.b58b32p-2", "0x1.e4c5cep-1", "0x1.e4c5cep-1", "-0x1.1d45a6p+0", "0x1.b0d7a0p+0", "-0x1.ca26e2p-1",
+        "-0x1.0df812p-5", "0x1.a867e2p-1", "0x1.454d76p-2", "-0x1.aea490p+0", "0x1.454d76p-2", "0x1.454d76p-2",
+        "0x1.193d60p-3", "0x1.193d60p-3", "0x1.653c44p+0"]
+V1_V = ["0x1.39ab56p+1"] * 2 + ["0x1.7b559ep-4"] + ["0x1.39ab56p+1"] * 3 + ["-0x1.d5fb04p-1"] * 3
+
+
+def _floats(hexes):
+    return torch.tensor([float.fromhex(h) for h in hexes], dtype=torch.float32)
+
+
+def test_a_version_1_file_still_loads_and_is_rewritten_byte_for_byte(tmp_path):
+    path = tmp_path / "v1.qda"
+    path.write_bytes(V1_FILE)
+    state, codes, header = load_artefact(path)
+    assert header == {"model": "v1"} and list(state) == ["w", "b", "v"]
+    assert torch.equal(state["w"], _floats(V1_W).view(3, 5))
+    assert torch.equal(state["v"], _floats(V1_V))
+    assert state["b"].tolist() == [0.5, -1.25]
+    assert codes["w"].indices.tolist() == [1, 3, 3, 0, 3, 0, 1, 2, 3, 0, 3, 3, 0, 0, 3]
+    assert codes["v"].indices.tolist() == [2, 2, 1, 2, 2, 2, 0, 0, 0]
+    assert codes["w"].layout == codes["v"].layout == "minmax" and codes["w"].uniform and not codes["v"].uniform
+    # models of the paper's methods are still written as version 1, identically
+    again = tmp_path / "again.qda"
+    export_artefact(again, {"w": state["w"], "b": state["b"], "v": state["v"]}, codes, header)
+    assert again.read_bytes() == V1_FILE
+
+
+def _assert_same_codes(got, want):
+    assert got.layout == want.layout
+    assert (got.bucket_size, got.shape, got.uniform, got.axis, got.quant_min) == \
+        (want.bucket_size, tuple(want.shape), want.uniform, want.axis, want.quant_min)
+    assert torch.equal(got.indices, want.indices.long()) and torch.equal(got.grid, want.grid)
+    assert torch.equal(got.lo, want.lo) and torch.equal(got.hi, want.hi)
+    for field in ("scale", "zero_point"):
+        a, b = getattr(got, field), getattr(want, field)
+        assert (a is None and b is None) or (torch.equal(a, b) and a.dtype == b.dtype), field
+
+
+def test_every_layout_round_trips_in_one_file(tmp_path):
+    from qd.quantizers.layouts import encode_codebook
+    from qd.quantizers.lsq import LSQQuantizer
+    from qd.quantizers.per_channel import PerChannelQuantizer
+
+    g = torch.Generator().manual_seed(3)
+    t = {name: torch.randn(*shape, generator=g) for name, shape in
+         [("uniform", (40, 7)), ("points", (300,)), ("channels", (6, 4, 3, 3)), ("steps", (9, 50)), ("book", (5, 5)),
+          ("bias", (6,))]}
+    codes = {"uniform": encode_uniform(t["uniform"], 3, 64),
+             "points": encode_nonuniform(t["points"], quantile_points(t["points"], 5, 128), 128),
+             "channels": PerChannelQuantizer(4).encode(t["channels"]),
+             "steps": LSQQuantizer(t["steps"], 5, "bucket", bucket_size=64).encode(t["steps"]),
+             "book": encode_codebook(t["book"], torch.tensor([-1.0, -0.1, 0.2, 1.5]))}
+    path = tmp_path / "all.qda"
+    export_artefact(path, t, codes)
+    assert path.read_bytes()[len(MAGIC):len(MAGIC) + 2] == FORMAT_VERSION.to_bytes(2, "little") == b"\x02\x00"
+    state, loaded, _ = load_artefact(path)
+    assert list(state) == list(t)
+    for name, c in codes.items():
+        _assert_same_codes(loaded[name], c)
+        assert torch.equal(state[name], decode(c)), name
+    assert torch.equal(state["bias"], t["bias"])
+
+
+def test_a_version_1_file_cannot_hold_other_layouts(tmp_path):
+    from qd.quantizers.per_channel import PerChannelQuantizer
+
+    w = torch.randn(4, 5)
+    path = tmp_path / "m.qda"
+    export_artefact(path, {"w": w}, {"w": PerChannelQuantizer(2).encode(w)})
+    data = bytearray(path.read_bytes())
+    data[len(MAGIC):len(MAGIC) + 2] = (1).to_bytes(2, "little")  # the version is outside the checksum
+    path.write_bytes(bytes(data))
+    with pytest.raises(ArtefactError, match="affine entry .kind 2., which format version 1 does not have"):
+        load_artefact(path)

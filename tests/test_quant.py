@@ -524,3 +524,103 @@ def test_blocked_path_equals_the_encoded_levels_on_large_tensors(bits, bucket):
     """Large tensors take the blocked in-place path; it must give the same bits as the codes."""
     x = torch.randn(3 * (1 << 19) + 12_345, generator=torch.Generator().manual_seed(bits))
     assert torch.equal(quantize_uniform(x, bits, bucket), decode(encode_uniform(x, bits, bucket)))
+
+
+# ---------------------------------------------------------------- layouts (qd/quantizers/layouts.py)
+
+from qd.quantizers import layouts  # noqa: E402
+from qd.quantizers.layouts import (  # noqa: E402
+    AFFINE,
+    CODEBOOK,
+    MINMAX,
+    STEP,
+    QuantCodes,
+    encode_codebook,
+    from_groups,
+    group_index,
+    group_sizes,
+    integer_codes,
+    level_spacing,
+    to_groups,
+)
+
+
+def test_paper_codes_state_the_minmax_layout():
+    import qd.quant
+
+    assert qd.quant.QuantCodes is QuantCodes and qd.quant.decode is layouts.decode
+    x = torch.randn(37, generator=torch.Generator().manual_seed(0))
+    for codes in (encode_uniform(x, 3, 8), encode_nonuniform(x, torch.tensor([0.0, 0.4, 1.0]), 8)):
+        assert codes.layout == MINMAX and codes.n_groups == codes.n_buckets == 5
+        assert codes.scale is None and codes.zero_point is None and codes.axis is None
+    # the uniform grid's spacing: lo + (hi - lo) / 7 * index
+    codes = encode_uniform(x, 3, 8)
+    offset, step = level_spacing(codes)
+    assert torch.equal(offset, codes.lo) and torch.equal(step, codes.rng / 7)
+    assert level_spacing(encode_nonuniform(x, torch.tensor([0.0, 0.4, 1.0]), 8)) is None
+
+
+def test_codebook_hand_case():
+    # values [-1, 0, 0.5, 2], midpoints [-0.5, 0.25, 1.25]; ties at midpoints go to the lower value
+    values = torch.tensor([-1.0, 0.0, 0.5, 2.0])
+    x = torch.tensor([[-2.0, -0.5, 0.1], [0.3, 1.25, 5.0], [0.25, 0.26, -0.49]])
+    codes = encode_codebook(x, values)
+    assert codes.layout == CODEBOOK and not codes.uniform and codes.n_buckets == 0 and codes.n_levels == 4
+    assert codes.indices.tolist() == [0, 0, 1, 2, 2, 3, 1, 2, 1]
+    assert decode(codes).tolist() == [[-1.0, -1.0, 0.0], [0.5, 0.5, 2.0], [0.0, 0.5, 0.0]]
+    assert level_spacing(codes) is None
+    with pytest.raises(ValueError, match="sorted"):
+        encode_codebook(x, torch.tensor([0.0, 1.0, 0.5]))
+
+
+def test_groups_along_an_axis_and_flat_buckets():
+    x = torch.arange(24.0).view(2, 3, 4)
+    rows = to_groups(x, axis=1)
+    assert rows.shape == (3, 8) and rows[0].tolist() == [0, 1, 2, 3, 12, 13, 14, 15]
+    assert torch.equal(from_groups(rows, (2, 3, 4), axis=1), x)
+    flat = to_groups(x, None, 10)
+    assert flat.shape == (3, 10) and flat[2].tolist() == [20, 21, 22, 23] + [0] * 6  # zero padding
+    assert torch.equal(from_groups(flat, (2, 3, 4)), x)
+    assert group_sizes((2, 3, 4), None, 10).tolist() == [10, 10, 4]
+    assert group_sizes((2, 3, 4), 1, None).tolist() == [8, 8, 8]
+    assert group_sizes((2, 3, 4), None, None).tolist() == [24]
+    codes = integer_codes(torch.zeros(2, 3, 4, dtype=torch.long), torch.ones(3), None, -1, 1, (2, 3, 4),
+                          torch.float32, axis=1)
+    assert torch.equal(group_index(codes).view(2, 3, 4), torch.arange(3).view(1, 3, 1).expand(2, 3, 4))
+    codes = integer_codes(torch.zeros(24, dtype=torch.long), torch.ones(3), None, -1, 1, (2, 3, 4),
+                          torch.float32, bucket_size=10)
+    assert group_index(codes).tolist() == [0] * 10 + [1] * 10 + [2] * 4
+
+
+def test_integer_codes_hand_case():
+    # step layout: levels -2..1 per channel (axis 0), steps [0.5, 2]: values [[-1, 0.5], [0, -2]]
+    levels = torch.tensor([[-2, 1], [0, -1]])
+    codes = integer_codes(levels, torch.tensor([0.5, 2.0]), None, -2, 1, (2, 2), torch.float32, axis=0)
+    assert codes.layout == STEP and codes.uniform and codes.n_levels == 4 and codes.quant_max == 1
+    assert codes.axis is None and codes.bucket_size == 2  # channels along axis 0: flat buckets of the fan-in
+    assert codes.indices.tolist() == [0, 3, 2, 1]
+    assert codes.lo.tolist() == [-1.0, -4.0] and codes.hi.tolist() == [0.5, 2.0]  # levels -2 and 1
+    torch.testing.assert_close(codes.grid, torch.tensor([0, 1 / 3, 2 / 3, 1]), rtol=0, atol=0)
+    assert decode(codes).tolist() == [[-1.0, 0.5], [0.0, -2.0]]
+    # affine layout: levels 0..3 with zero points [1, 0]: (q - z) * s = [[-0.5, 1.0], [2.0, 4.0]]
+    codes = integer_codes(torch.tensor([[0, 3], [1, 2]]), torch.tensor([0.5, 2.0]), torch.tensor([1, 0]), 0, 3,
+                          (2, 2), torch.float32, axis=0)
+    assert codes.layout == AFFINE and decode(codes).tolist() == [[-0.5, 1.0], [2.0, 4.0]]
+    offset, step = level_spacing(codes)
+    assert offset.tolist() == [-0.5, 0.0] and step.tolist() == [0.5, 2.0]
+    with pytest.raises(ValueError, match="3 scales for 2 groups"):
+        integer_codes(levels, torch.ones(3), None, -2, 1, (2, 2), torch.float32, axis=0)
+    with pytest.raises(ValueError, match="quant_max"):
+        integer_codes(levels, torch.ones(2), None, 1, 1, (2, 2), torch.float32, axis=0)
+
+
+def test_codes_check_their_layout_statement():
+    t = torch.zeros(1)
+    with pytest.raises(ValueError, match="unknown quantized-codes layout"):
+        QuantCodes(t.long(), t, t, t, None, (1,), True, layout="lattice")
+    with pytest.raises(ValueError, match="need a scale"):
+        QuantCodes(t.long(), t, t, t, None, (1,), True, layout=STEP)
+    with pytest.raises(ValueError, match="need zero points"):
+        QuantCodes(t.long(), t, t, t, None, (1,), True, layout=AFFINE, scale=t)
+    with pytest.raises(ValueError, match="axis"):
+        QuantCodes(t.long(), t, t, t, None, (1,), True, axis=0)

@@ -216,3 +216,46 @@ def test_model_sizes_nothing_quantized():
     sizes = model_sizes(params, {})
     assert sizes["quantized_params"] == 0 and sizes["n_buckets"] == 0
     assert sizes["size_analytic"] == sizes["size_fp32"] == 60
+
+
+# ---------------------------------------------------------------- other layouts (qd/quantizers/layouts.py)
+
+
+def test_scale_bytes_per_layout_hand_case():
+    from qd.quantizers.layouts import encode_codebook, integer_codes
+    from qd.size import scale_bytes
+
+    codes = {
+        # minmax: ceil(10 / 4) = 3 buckets, min and max each: 3 * 2 * 4 = 24 bytes
+        "a": encode_uniform(torch.arange(10.0), 1, 4),
+        # affine per channel: 3 channels, scale and zero point each: 3 * 2 * 4 = 24 bytes
+        "b": integer_codes(torch.zeros(3, 2, dtype=torch.long), torch.ones(3), torch.zeros(3, dtype=torch.int32), 0, 3,
+                           (3, 2), torch.float32, axis=0),
+        # step per tensor: one fp32
+        "c": integer_codes(torch.zeros(5, dtype=torch.long), torch.ones(1), None, -2, 1, (5,), torch.float32),
+        # codebook: nothing per group (its table is per tensor, not counted, as DQ's points)
+        "d": encode_codebook(torch.zeros(4), torch.tensor([-1.0, 1.0])),
+    }
+    assert [c.n_groups for c in codes.values()] == [3, 3, 1, 0]
+    assert scale_bytes(codes) == 24 + 24 + 4 + 0
+    params = {k: torch.zeros(math.prod(c.shape)) for k, c in codes.items()} | {"bias": torch.zeros(3)}
+    sizes = model_sizes(params, codes)
+    assert sizes["n_buckets"] == 7 and sizes["scale_bytes"] == 52
+    assert sizes["quantized_params"] == 10 + 6 + 5 + 4 and sizes["fp_params"] == 3
+    assert sizes["size_analytic"] == pytest.approx(4 * 3 + sizes["huffman_bits_per_weight"] * 25 / 8 + 52, abs=1e-12)
+
+
+def test_layouts_with_different_level_counts_pool_into_one_code():
+    # a 1-bit minmax tensor [2, 3, 3] -> indices [0, 1, 1]; a 2-bit affine tensor with levels [0, 3, 3, 2]:
+    # index k is the k-th level from the bottom in both, counts [1 + 1, 2 + 0, 0 + 1, 0 + 2] = [2, 2, 1, 2]
+    # Huffman cost on [1, 2, 2, 2]: 1 + 2 = 3, 2 + 2 = 4, 3 + 4 = 7 -> 14 bits over 7 symbols = 2 bits
+    from qd.quantizers.layouts import integer_codes
+
+    codes = {"m": encode_uniform(torch.tensor([2.0, 3.0, 3.0]), 1, None),
+             "a": integer_codes(torch.tensor([0, 3, 3, 2]), torch.ones(1), torch.zeros(1, dtype=torch.int32), 0, 3,
+                                (4,), torch.float32)}
+    assert level_counts(codes).tolist() == [2, 2, 1, 2]
+    sizes = model_sizes({"m": torch.zeros(3), "a": torch.zeros(4)}, codes)
+    assert sizes["huffman_bits_per_weight"] == 2.0
+    # 2 * 7 / 8 (indices) + 8 (min, max of one bucket) + 8 (scale, zero point of one group)
+    assert sizes["size_analytic"] == 1.75 + 16
