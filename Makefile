@@ -1,12 +1,15 @@
 # The README's two commands. Each installs what it needs into .venv first (Python 3.11, PyPI only).
 #   make demo   - the embedded demo: snakemake --cores 2 on config/config.yaml
-#   make test   - the test suite (fast CPU tier)
+#   make test   - the test suite (fast CPU tier; `make test-slow` adds the slow tier)
+#   make paper  - every paper preset, one after another (GPUs and the datasets needed: see README)
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 CORES  ?= 2
 
-.PHONY: demo test test-slow install clean-results
+.PHONY: demo test test-slow paper install clean-results
+
+PAPER_PRESETS ?= cifar10 cifar100 imagenet onmt-integ wmt13
 
 install: $(VENV)/.installed
 
@@ -25,6 +28,12 @@ test: install
 
 test-slow: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest -q -m "slow or not slow"
+
+paper: install
+	for preset in $(PAPER_PRESETS); do \
+	  PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --workflow-profile workflow/profiles/default \
+	    --cores $(CORES) --config preset=$$preset || exit 1; \
+	done
 
 clean-results:
 	rm -rf results figures .snakemake

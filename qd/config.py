@@ -26,7 +26,8 @@ from qd.methods.registry import BUILTIN, GRID_KEYS, MethodInfo, method_info
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA_PATH = ROOT / "workflow" / "schemas" / "config.schema.yaml"
 FP_VARIANT = "fp32"
-_VARIANT = re.compile(r"^b(?P<bits>\d+)-(?:d(?P<bucket>\d+)|(?P<nobucket>nobucket))$")
+_VARIANT = re.compile(r"^b(?P<bits>\d+)-(?:d(?P<bucket>\d+)|(?P<nobucket>nobucket)|(?P<other>tensor|channel))$")
+VARIANT_PATTERN = r"fp32|b\d+-(d\d+|nobucket|tensor|channel)"  # the workflow's wildcard constraint
 
 
 # ---------------------------------------------------------------- validation
@@ -89,15 +90,79 @@ def _expected(options: list) -> str:
     return " or ".join(parts)
 
 
+def _method_blocks(cfg: dict):
+    """``(key path, block)`` of every method block of a config: the global ones and each task's."""
+    if isinstance(cfg.get("methods"), dict):
+        yield from ((f"methods.{n}", b) for n, b in cfg["methods"].items() if isinstance(b, dict))
+    for t, task in (cfg.get("tasks") or {}).items():
+        if isinstance(task, dict) and isinstance(task.get("methods"), dict):
+            yield from ((f"tasks.{t}.methods.{n}", b) for n, b in task["methods"].items() if isinstance(b, dict))
+
+
+def _plugin_options(cfg: dict, schema: dict) -> list[tuple[str, str, dict]]:
+    """Take the options a method module declares out of the config, for their own schema."""
+    from qd.methods.registry import plugin
+
+    common = set(schema["$defs"]["method_options"]["properties"])
+    taken = []
+    for path, block in _method_blocks(cfg):
+        entry = block.get("entry")
+        if isinstance(entry, str) and ":" in entry:
+            try:
+                declared = set(plugin(entry)[1].get("properties", {}))
+            except ImportError:
+                declared = set()
+            # its own keys leave the block; keys it shares with the built-ins' (use_distillation) stay too
+            own = {k: block[k] for k in block if k not in common or k in declared}
+            for k in own:
+                if k not in common:
+                    del block[k]
+            taken.append((path, entry, own))
+    return taken
+
+
+def _check_plugin_options(taken, cfg: dict) -> list[str]:
+    """Validate each plug-in's own options against its ``OPTIONS`` schema (defaults filled in) and put
+    them back; the messages name the key as the built-ins' do."""
+    from qd.methods.registry import plugin
+
+    problems = []
+    for path, entry, own in taken:
+        try:
+            schema = plugin(entry)[1]
+        except ImportError as e:
+            problems.append(f"{path}.entry: cannot import {entry.partition(':')[0]!r} ({e})")
+            continue
+        schema = {"type": "object", "properties": {}, "additionalProperties": False, **schema}
+        for e in _Validator(schema).iter_errors(own):
+            msg = _describe(e)
+            problems.append(f"{path}.{msg}" if e.absolute_path or not msg.startswith("unknown key ")
+                            else msg.replace("unknown key ", f"unknown key {path}.", 1))
+        block = _resolve(cfg, path)
+        if isinstance(block, dict):
+            block.update(own)
+    return problems
+
+
+def _resolve(cfg: dict, path: str):
+    node = cfg
+    for part in path.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
 def validate(config: dict, source: str = "config") -> dict:
     """A validated deep copy of ``config`` with schema defaults filled in; raises :class:`ConfigError`."""
     cfg = copy.deepcopy(config)
-    errors = sorted(_Validator(load_schema()).iter_errors(cfg), key=lambda e: list(map(str, e.absolute_path)))
+    schema = load_schema()
+    taken = _plugin_options(cfg, schema)
+    errors = sorted(_Validator(schema).iter_errors(cfg), key=lambda e: list(map(str, e.absolute_path)))
     problems = [_describe(e) for e in errors]
+    problems += _check_plugin_options(taken, cfg)
     try:
         problems += semantic_problems(cfg)
-    except (KeyError, TypeError, AttributeError):
-        pass  # the schema errors above already explain why the config cannot be read further
+    except (KeyError, TypeError, AttributeError, ImportError):
+        pass  # the errors above already explain why the config cannot be read further
     if problems:
         raise ConfigError(problems, source)
     return cfg
@@ -157,7 +222,10 @@ def semantic_problems(cfg: dict) -> list[str]:
                     f"methods.{name}: unknown method {name!r}; built-in methods are {', '.join(BUILTIN)}; "
                     f"a custom method needs methods.{name}.entry = 'package.module:function'")
                 continue
-            info = method_info(name, opts)
+            try:
+                info = method_info(name, opts)
+            except ImportError:
+                continue  # reported with the plug-in's options
             if info.source and info.source not in methods:
                 problems.append(f"methods.{name}.source: {name!r} starts from method {info.source!r}, "
                                 f"which is not among the configured methods ({', '.join(methods)})")
@@ -240,9 +308,13 @@ def info(cfg: dict, task: str, method: str) -> MethodInfo:
     return method_info(method, method_options(cfg, task, method))
 
 
-def variant_name(bits: int | None, bucket: int | None) -> str:
+def variant_name(bits: int | None, bucket: int | None, granularity: str = "bucket") -> str:
+    """``fp32``, ``b<bits>-d<bucket>`` / ``b<bits>-nobucket``, or ``b<bits>-tensor`` / ``b<bits>-channel``
+    for a method whose scales cover a whole tensor or output channel."""
     if bits is None:
         return FP_VARIANT
+    if granularity != "bucket":
+        return f"b{bits}-{granularity}"
     return f"b{bits}-" + ("nobucket" if bucket is None else f"d{bucket}")
 
 
@@ -252,8 +324,9 @@ def parse_variant(variant: str) -> tuple[int | None, int | None]:
         return None, None
     m = _VARIANT.match(variant)
     if not m:
-        raise ValueError(f"bad variant {variant!r}: expected 'fp32', 'b<bits>-d<bucket>' or 'b<bits>-nobucket'")
-    return int(m["bits"]), None if m["nobucket"] else int(m["bucket"])
+        raise ValueError(f"bad variant {variant!r}: expected 'fp32', 'b<bits>-d<bucket>', 'b<bits>-nobucket', "
+                         "'b<bits>-tensor' or 'b<bits>-channel'")
+    return int(m["bits"]), int(m["bucket"]) if m["bucket"] else None
 
 
 def method_variants(cfg: dict, task: str, method: str) -> list[str]:
@@ -261,6 +334,9 @@ def method_variants(cfg: dict, task: str, method: str) -> list[str]:
     if not info(cfg, task, method).quantized:
         return [FP_VARIANT]
     bits = opts.get("bits", cfg["quant"]["bits"])
+    granularity = info(cfg, task, method).granularity
+    if granularity != "bucket":
+        return [variant_name(b, None, granularity) for b in bits]
     buckets = opts.get("buckets", [cfg["quant"]["bucket_size"]])
     return [variant_name(b, d) for b in bits for d in buckets]
 

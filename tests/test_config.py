@@ -101,11 +101,33 @@ def test_unknown_method_without_entry():
 
 
 def test_custom_method_with_entry_accepted():
-    cfg = validate(_cfg(methods={"mine": {"entry": "pkg.mod:fn", "quantized": True, "needs_teacher": True}}))
+    entry = "qd.methods.baselines:distilled"  # any importable function; its module declares nothing
+    cfg = validate(_cfg(methods={"mine": {"entry": entry, "quantized": True, "needs_teacher": True}}))
     runs = planned_runs(cfg)
     assert [r.variant for r in runs if r.method == "mine"] == ["b2-d256", "b4-d256"]
     spec = run_spec(cfg, runs[-1])
-    assert spec["method"]["entry"] == "pkg.mod:fn" and spec["teacher"]["run"] == "digits/teacher/fp/fp32/seed0"
+    assert spec["method"]["entry"] == entry and spec["teacher"]["run"] == "digits/teacher/fp/fp32/seed0"
+    msg = _error(_cfg(methods={"mine": {"entry": "no_such_pkg.mod:fn"}}))
+    assert "methods.mine.entry: cannot import 'no_such_pkg.mod'" in msg
+
+
+def test_plugin_declares_its_properties_and_options():
+    lsq = "qd.methods.lsq:lsq"
+    cfg = validate(_cfg(methods={"fp": {}, "distill": {}, "lsq": {"entry": lsq},
+                                 "lsq_t": {"entry": lsq, "step_granularity": "tensor", "use_distillation": False},
+                                 "pcq": {"entry": "qd.methods.per_channel_qat:per_channel_qat"}}))
+    variants = {(r.method, r.variant) for r in planned_runs(cfg) if r.method in ("lsq", "lsq_t", "pcq")}
+    assert variants == {("lsq", "b2-d256"), ("lsq", "b4-d256"), ("lsq_t", "b2-tensor"), ("lsq_t", "b4-tensor"),
+                        ("pcq", "b2-channel"), ("pcq", "b4-channel")}
+    spec = run_spec(cfg, RunId("digits", "student1", "lsq_t", "b2-tensor", 0))
+    assert spec["method"]["options"] == {"use_distillation": False, "step_granularity": "tensor", "symmetric": True,
+                                         "implementation": "torch", "step_lr": None}  # defaults filled in
+    assert "teacher" not in spec and "distill" not in spec and spec["source"]["run"].endswith("distill/fp32/seed0")
+    assert "teacher" in run_spec(cfg, RunId("digits", "student1", "lsq", "b2-d256", 0))
+    assert parse_variant("b2-tensor") == (2, None) and parse_variant("b4-channel") == (4, None)
+    msg = _error(_cfg(methods={"lsq": {"entry": lsq, "step_granularity": "row", "stepz": 1}}))
+    assert "methods.lsq.step_granularity: 'row' is not allowed; allowed values: 'bucket', 'tensor', 'channel'" in msg
+    assert "unknown key methods.lsq.stepz; allowed keys: implementation, step_granularity" in msg
 
 
 def test_unknown_model():
@@ -325,7 +347,7 @@ def test_registry():
     assert method_info("dq", {"use_distillation": False, "distill_from": "teacher"}).needs_teacher is False
     with pytest.raises(KeyError):
         method_info("custom", {})
-    custom = method_info("custom", {"entry": "a.b:c", "quantized": True})
+    custom = method_info("custom", {"entry": "qd.methods.baselines:distilled", "quantized": True})
     assert custom.quantized and not custom.needs_teacher and custom.source is None
     assert custom.trains and not custom.distills
     assert not method_info("pm", {}).trains and method_info("qd", {}).distills

@@ -170,8 +170,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.slow  # about 30 s on 2 busy cores: two fresh interpreters importing torch
-def test_two_processes_make_the_single_process_update(tmp_path):
+def test_two_processes_make_the_single_process_update(tmp_path):  # ~30 s: two fresh interpreters import torch
     import torch.multiprocessing as mp
 
     mp.spawn(_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)

@@ -4,15 +4,20 @@ The workflow reads this while it builds the DAG (which runs need a teacher, whic
 method's student, which keys of the config each run reads); ``qd.methods.load_method`` imports the
 function itself only inside a job.
 
-A third-party method is listed in the config with its entry point and needs::
+A third-party method is one module listed in the config by its entry point::
 
     methods:
-      my_method: {entry: "my_pkg.my_module:my_method", quantized: true, needs_teacher: true}
+      my_method: {entry: "my_pkg.my_module:my_method", my_option: 3}
 
-and receives a :class:`qd.run.RunContext`, returning a :class:`qd.run.RunResult`.
+The module declares ``PROPERTIES`` (what :class:`MethodInfo` holds: quantized, needs_teacher, source,
+trains, distills, label, uniform_grid, granularity; the config may override each) and ``OPTIONS`` (the
+JSON schema of its own options, validated with the config). The function receives a
+:class:`qd.run.RunContext` and returns a :class:`qd.run.RunResult`. docs/adding-a-method.md walks
+through one.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 
@@ -26,6 +31,8 @@ class MethodInfo:
     label: str  # the name tables and figures use
     trains: bool = True  # runs the training engine; reads `train`
     distills: bool = False  # uses the distillation loss; reads `distill`
+    uniform_grid: bool = True  # its codes are integer levels on an even grid (claim 5: integer kernels)
+    granularity: str = "bucket"  # what its scales cover: bucket (b<k>-d<d>|nobucket), tensor or channel
 
 
 BUILTIN = {
@@ -39,13 +46,27 @@ BUILTIN = {
     "qd": MethodInfo("qd", "qd.methods.quantized_distillation:quantized_distillation", True, True, None,
                      "Quantized distillation", distills=True),
     "dq": MethodInfo("dq", "qd.methods.differentiable_quantization:differentiable_quantization", True, False,
-                     "distill", "Differentiable quantization", distills=True),
+                     "distill", "Differentiable quantization", distills=True, uniform_grid=False),
     "pretrained": MethodInfo("pretrained", "qd.methods.pretrained:pretrained", False, False, None,
                              "Pretrained (torchvision V1)", trains=False),
 }
 # the keys of a method's config block that configure the registry entry or the run grid, not the method
-GRID_KEYS = ("entry", "quantized", "needs_teacher", "source", "trains", "distills", "label", "train", "bits",
-             "buckets", "policy", "by_bits")
+GRID_KEYS = ("entry", "quantized", "needs_teacher", "source", "trains", "distills", "label", "uniform_grid",
+             "granularity", "train", "bits", "buckets", "policy", "by_bits")
+PROPERTY_KEYS = ("quantized", "needs_teacher", "source", "trains", "distills", "label", "uniform_grid", "granularity")
+
+
+@functools.cache
+def plugin(entry: str) -> tuple[dict, dict]:
+    """``(PROPERTIES, OPTIONS)`` a method module declares: what the method is (the keys of
+    :class:`MethodInfo`, as a dict or a function of the method's options) and the JSON schema of its own
+    options. Both are optional; a module that
+    imports torch only inside its function keeps ``snakemake -n`` fast."""
+    import importlib
+
+    module = importlib.import_module(entry.partition(":")[0])
+    props = getattr(module, "PROPERTIES", {})
+    return (props if callable(props) else dict(props)), dict(getattr(module, "OPTIONS", {}))
 
 
 def method_info(name: str, options: dict) -> MethodInfo:
@@ -60,7 +81,10 @@ def method_info(name: str, options: dict) -> MethodInfo:
                           base.label, base.trains, distills)
     if "entry" not in options:
         raise KeyError(name)
-    needs_teacher = options.get("needs_teacher", False)
-    return MethodInfo(name, options["entry"], options.get("quantized", False), needs_teacher,
-                      options.get("source"), options.get("label", name), options.get("trains", True),
-                      options.get("distills", needs_teacher))
+    declared = plugin(options["entry"])[0]
+    props = {**(declared(options) if callable(declared) else declared),
+             **{k: options[k] for k in PROPERTY_KEYS if k in options}}
+    needs_teacher = props.get("needs_teacher", False)
+    return MethodInfo(name, options["entry"], props.get("quantized", False), needs_teacher, props.get("source"),
+                      props.get("label", name), props.get("trains", True), props.get("distills", needs_teacher),
+                      props.get("uniform_grid", True), props.get("granularity", "bucket"))

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, workflow.basedir)
-from qd.config import (ConfigError, RunId, data_file, data_spec, deep_merge, planned_runs, preset_file, read_yaml,
+from qd.config import (VARIANT_PATTERN, ConfigError, RunId, data_file, data_spec, deep_merge, planned_runs, preset_file, read_yaml,
                        run_spec, source_run, spec_file, teacher_run, validate, with_base)
 
 
@@ -49,7 +49,7 @@ def alternatives(names):
 wildcard_constraints:
     task=alternatives(CFG["tasks"]),
     method=alternatives(set(CFG["methods"]) | {t["models"]["teacher_method"] for t in CFG["tasks"].values()}),
-    variant=r"fp32|b\d+-(d\d+|nobucket)",
+    variant=VARIANT_PATTERN,
     seed=r"\d+",
 
 
