@@ -7,6 +7,8 @@
     qd load     results/demo/digits/student1/qd/b4-d256/seed0/model.qda  # the compressed file
     qd latency  --config config/config.yaml                 # time every finished run's final model
     qd report   --config config/config.yaml                 # summary, tables, claims, figures
+    qd compare  --method lsq --preset demo                  # a method against PM, QD and DQ, paired tests
+    qd readme   [--check]                                   # README sections from the committed records
 
 The workflow calls the same subcommands with ``--spec``: a file holding exactly what one job reads
 (``results/<preset>/.specs/<hash>.json``, see ``qd.config.run_spec``), so a rule and a hand-typed
@@ -325,7 +327,16 @@ def _check_train_args(args, parser) -> None:
             parser.error(f"qd train needs {', '.join(missing)} (or --spec)")
 
 
+# subcommands that parse their own arguments (their modules document them)
+DELEGATED = {"readme": "qd.report.readme", "compare": "qd.report.compare"}
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in DELEGATED:
+        import importlib
+
+        return importlib.import_module(DELEGATED[argv[0]]).main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     _check_train_args(args, parser)

@@ -263,6 +263,7 @@ def result_row(ctx: RunContext, result: RunResult, metrics: dict, size_on_disk: 
     sizes = model_sizes(dict(model.named_parameters()), result.codes)
     quantized = bool(result.codes)
     distilled = "distill" in spec
+    info = run_method_info(spec)
     row = {
         "preset": spec["preset"], "run": spec["run"], "role": spec["role"], "task": spec["task"],
         "kind": spec["kind"], "dataset": spec["dataset"], "model": spec["model"]["name"],
@@ -271,6 +272,8 @@ def result_row(ctx: RunContext, result: RunResult, metrics: dict, size_on_disk: 
         "policy": ctx.policy().describe() if quantized else None,
         "seed": spec["seed"],
         "primary_metric": ctx.task.info.primary,
+        "method_label": info.label,
+        "uniform_grid": info.uniform_grid if quantized else None,
         **metrics,
         **{k: sizes[k] for k in ("quantized_params", "fp_params", "n_buckets", "size_fp32")},
         "size_analytic": sizes["size_analytic"] if quantized else sizes["size_fp32"],
@@ -289,6 +292,16 @@ def result_row(ctx: RunContext, result: RunResult, metrics: dict, size_on_disk: 
         **result.extra,
     }
     return row
+
+
+def run_method_info(spec: dict):
+    """The registry entry of a run's method (built-in, or what its module declares)."""
+    from qd.methods.registry import BUILTIN, method_info
+
+    m = spec["method"]
+    if m["name"] in BUILTIN and BUILTIN[m["name"]].entry == m["entry"]:
+        return method_info(m["name"], m["options"])
+    return method_info(m["name"], {"entry": m["entry"], **m["options"]})
 
 
 def file_id(path: Path) -> str:

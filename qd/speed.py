@@ -16,7 +16,6 @@ from qd.models.convnet import convnet
 from qd.models.resnet import resnet
 from qd.models.specs import CONVNET_SPECS
 
-PAPER_SECONDS = {"ResNet-34": 263.0, "ResNet-18": 169.0, "2xResNet-18": 169.0}  # ImageNet test set, 4 GPUs
 
 
 def imagenet_models() -> dict[str, tuple[torch.nn.Module, int, float]]:
@@ -40,7 +39,6 @@ def _group(name: str, models: dict, shape: tuple, device, **timing) -> list[dict
     for r in rows:
         _, r["depth"], r["width"] = models[r["model"]]
         r["group"] = name
-        r["paper_seconds"] = PAPER_SECONDS.get(r["model"])
     return rows
 
 

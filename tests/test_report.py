@@ -1,58 +1,143 @@
-"""Report logic on hand-made rows: aggregation over seeds, table cells, Pareto front, claim verdicts."""
+"""The report's tables and files: the paper's numbers file, the paper-layout join (every recovered cell
+lands in its cell; a cell without a paper number is blank, not zero), the task's own layout, and the
+whole report built from synthetic run folders of a classification and a translation task."""
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
+import numpy as np
 import pandas as pd
 import pytest
+import torch
+from test_report_synthetic import grid_cells, write_grid, write_run
 
-from qd.report.claims import FAIL, NOT_TESTED, PASS, check_claims
-from qd.report.collect import aggregate
+from qd.report import report_files, task_outputs
+from qd.report.build import build_report
+from qd.report.collect import aggregate, collect, labels_by_method
 from qd.report.figures import pareto_front
+from qd.report.paper import PaperTargets, classification_layout, paper_join, read_targets, translation_layout
 from qd.report.tables import accuracy_table, human_bytes, mean_std
 
-TOL = {"match_tolerance": 2.0, "competitive_tolerance": 1.0}
+ROOT = Path(__file__).resolve().parents[1]
+TARGETS_FILE = ROOT / "config" / "paper_targets.csv"
+TARGETS = PaperTargets.read(TARGETS_FILE)
 
 
-def _row(model, method, acc, bits=None, bucket=None, seed=0, size=1000.0, fp32=4000.0):
-    return {"task": "t", "dataset": "d", "model": model, "method": method, "bits": bits, "bucket": bucket,
-            "seed": seed, "accuracy": acc, "top5": 100.0, "val_accuracy": acc, "size_fp32": fp32,
-            "size_analytic": size, "size_on_disk": size, "huffman_bits_per_weight": None if bits is None else bits - 0.5,
-            "params": 1000, "latency_median_ms": 1.0}
+# ---------------------------------------------------------------------- the paper's numbers
+def test_targets_hold_every_recovered_number_of_the_notes():
+    t = read_targets(TARGETS_FILE)
+    v = TARGETS.value
+    # Table A: teacher, three students x (2 FP + PM/PM-bucket/QD at 2/4/8 + DQ at 2/4)
+    a = t[(t["table"] == "A") & (t["metric"] == "accuracy")]
+    assert a["value"].notna().sum() == 1 + 3 * (2 + 3 * 3 + 2)
+    assert v("cifar10", "teacher", "fp") == 89.71
+    assert (v("cifar10", "student1", "fp"), v("cifar10", "student1", "distill")) == (84.5, 88.8)
+    assert v("cifar10", "student2", "pm", 4, None) == 68.05 and v("cifar10", "student2", "pm", 4, 256) == 81.96
+    assert v("cifar10", "student3", "dq", 2, 256) == 57.84 and v("cifar10", "student1", "qd", 8, 256) == 88.82
+    assert v("cifar10", "student1", "dq", 8, 256) is None  # the paper prints no DQ cell at 8 bits
+    # Table B: the deeper student's 92.30 is PM with buckets; QD at 4 bits is 92.17
+    assert v("cifar10", "deeper", "pm", 4, 256) == 92.30 and v("cifar10", "deeper", "qd", 4, 256) == 92.17
+    assert (v("cifar10", "deeper", "fp"), v("cifar10", "deeper", "distill")) == (93.22, 92.6)
+    assert v("cifar10", "deeper", "pm", 2, None) == 12.60
+    # Table C: accuracy and size of every cell
+    assert v("cifar100", "wrn-28-10", "fp") == 77.21 and v("cifar100", "wrn-16-10", "distill") == 77.24
+    assert v("cifar100", "wrn-16-10", "dq", 4, 256) == 77.07
+    assert v("cifar100", "wrn-16-10", "dq", 4, 256, metric="size_mb") == 12.4
+    assert v("cifar100", "wrn-16-10", "pm", 2, None, metric="size_mb") == 3.18
+    assert (t[(t["table"] == "C") & (t["metric"] == "size_mb")]["value"].notna()).sum() == 1 + 1 + 8
+    # Table D: top-1, top-5, parameters and size
+    assert v("imagenet", "2xresnet18", "qd", 4, 256) == 73.10 and v("imagenet", "2xresnet18", "qd", 4, 256,
+                                                                      metric="top5") == 91.17
+    assert v("imagenet", "resnet50", "fp", metric="size_mb") == 102.2
+    assert v("imagenet", "2xresnet34", "qd", 4, 256, metric="params_m") == 86.11
+    assert TARGETS.teacher_of("imagenet", "2xresnet34") == "resnet50"
+    # speed (notes 3.3), read by claim 2
+    assert [TARGETS.speed(m) for m in ("resnet34", "resnet18", "2xresnet18")] == [263, 169, 169]
+    # translation tables: rows present, every value NR (a user with the PDF fills them in here)
+    e = t[t["table"].isin(["E", "F"])]
+    assert len(e) > 0 and e["value"].isna().all() and set(e["metric"]) >= {"bleu", "ppl"}
+    assert not TARGETS.has("onmt-integ") and TARGETS.has("cifar10")
 
 
-def _frame(rows):
-    df = pd.DataFrame(rows)
-    for c in ("bits", "bucket"):
-        df[c] = df[c].astype("Int64")
-    return df
+def test_bad_targets_file_names_the_cell(tmp_path):
+    bad = tmp_path / "t.csv"
+    cell = "cifar10,teacher,teacher,,fp,,,accuracy,"
+    text = TARGETS_FILE.read_text().replace(cell + "89.71", cell + "about 90")
+    bad.write_text(text)
+    with pytest.raises(ValueError, match="about 90.*cifar10/teacher/fp/accuracy"):
+        read_targets(bad)
 
 
-def _grid(qd2=90.0, dq2=85.0, qd4=95.0, dq4=94.5, pm_b=80.0, pm_nb=70.0, fp=88.0, distill=91.0, teacher=96.0):
-    rows = [_row("teacher", "fp", teacher, fp32=400_000.0, size=400_000.0),
-            _row("s", "fp", fp), _row("s", "distill", distill)]
-    for bits, qd, dq in ((2, qd2, dq2), (4, qd4, dq4)):
-        rows += [_row("s", "qd", qd, bits, 256), _row("s", "dq", dq, bits, 256),
-                 _row("s", "pm", pm_b + bits, bits, 256), _row("s", "pm", pm_nb + bits, bits, None)]
-    return aggregate(_frame(rows))
+# ---------------------------------------------------------------------- the paper-layout join
+def _md_table(md: str, heading: str) -> pd.DataFrame:
+    """The Markdown table that follows ``heading``."""
+    block = md.split(heading, 1)[1]
+    lines = [ln for ln in block.splitlines() if ln.startswith("|")]
+    lines = lines[:next((i for i, ln in enumerate(lines[2:], 2) if not ln.startswith("|")), len(lines))]
+    rows = [[c.strip() for c in ln.strip("|").split("|")] for ln in lines]
+    end = next((i for i, r in enumerate(rows[2:], 2) if r[0] == "method"), len(rows))
+    return pd.DataFrame(rows[2:end], columns=rows[0]).set_index("method")
 
 
-def test_aggregate_mean_std_and_seed_count():
-    df = _frame([_row("s", "qd", a, 4, 256, seed=i) for i, a in enumerate([90.0, 92.0, 94.0])])
-    agg = aggregate(df)
-    r = agg.iloc[0]
-    assert (r.accuracy_mean, r.accuracy_std, r.n_seeds) == (92.0, 2.0, 3)
-    assert r.label == "Quantized distillation"
+def _cifar_agg(tmp_path, extra=()):
+    cells = {("teacher", "fp", None, None): 90.0}
+    for s in ("student1", "student2", "student3"):
+        cells.update({k: v for k, v in grid_cells(student=s).items() if k[0] == s})
+    cells.update(dict(extra))
+    write_grid(tmp_path, cells, n=200, dataset="cifar10")
+    return aggregate(collect(tmp_path))
 
 
-def test_labels_name_buckets_for_pm():
-    agg = _grid()
-    assert set(agg.loc[agg["method"] == "pm", "label"]) == {"PM quantization (bucket 256)", "PM quantization (no bucket)"}
+def test_every_recovered_cell_lands_in_its_cell(tmp_path):
+    agg = _cifar_agg(tmp_path, {("student1", "qt", 4, 256): 80.0, ("student1", "dq", 8, 256): 85.0})
+    labels = labels_by_method(agg)
+    join = paper_join(agg, TARGETS, "cifar10", "t", ["accuracy"])
+    md = classification_layout(join, ["student1", "student2", "student3"], "teacher", labels)
+    t = read_targets(TARGETS_FILE)
+    cells = t[(t["table"] == "A") & (t["metric"] == "accuracy") & t["bits"].notna()]
+    for r in cells.itertuples():
+        table = _md_table(md, f"### `{r.model}`")
+        label = labels[(r.method, None if pd.isna(r.bucket) else int(r.bucket))]
+        assert table.loc[label, f"{int(r.bits)}-bit paper"] == f"{r.value:.2f}", (r.model, label, r.bits)
+    # the FP accuracies under each student's name, and the teacher on top
+    assert "FP normal: ours 88.00 (n=1), paper 84.50 (+3.50)" in md
+    assert "FP distilled: ours 91.00 (n=1), paper 88.80" in md
+    assert md.startswith("**Teacher `teacher`**: ours 90.00 (n=1); paper 89.71; difference +0.29")
+    s1 = _md_table(md, "### `student1`")
+    # measured, not in the paper: blank paper and difference, never 0
+    assert s1.loc["Quantized training", "4-bit ours"] == "80.00 (n=1)"
+    assert s1.loc["Quantized training", "4-bit paper"] == "" and s1.loc["Quantized training", "4-bit Δ"] == ""
+    assert s1.loc["Differentiable quantization", "8-bit paper"] == ""
+    # in the paper, not measured (this grid has no 8-bit runs): blank ours
+    assert s1.loc["Quantized distillation", "8-bit ours"] == ""
+    assert s1.loc["Quantized distillation", "8-bit paper"] == "88.82"
+    assert s1.loc["Quantized distillation", "4-bit Δ"] == f"{95.0 - 88.00:+.2f}"
+    row = join[(join["model"] == "student1") & (join["method"] == "qt")].iloc[0]
+    assert pd.isna(row["paper"]) and pd.isna(row["difference"])
 
 
-def test_cells_and_units():
+def test_translation_layout_shows_nr_beside_ours(tmp_path):
+    for model, method, bits in (("teacher", "fp", None), ("student1", "distill", None), ("student1", "qd", 4)):
+        write_run(tmp_path, "mt", model, method, bits, 256 if bits else None, kind="translation", dataset="onmt-integ",
+                  metrics={"bleu": 25.0, "ppl": 4.0})
+    agg = aggregate(collect(tmp_path))
+    join = paper_join(agg, TARGETS, "onmt-integ", "mt", ["bleu", "ppl"])
+    md = translation_layout(join, ["teacher", "student1", "student2"], labels_by_method(agg))
+    lines = {ln.split("|")[1].strip(): ln for ln in md.splitlines() if ln.startswith("| ")}
+    assert "ours 25.00 / 4.00; paper NR / NR" in lines["student1"]
+    assert "paper NR / NR" in lines["student2"] and "ours" not in lines["student2"]
+    header = [c.strip() for c in lines["model"].strip("|").split("|")]
+    assert header[:3] == ["model", "FP normal", "FP distilled"] and "Quantized distillation 4-bit" in header
+
+
+# ---------------------------------------------------------------------- own layout, helpers
+def test_cells_and_units(tmp_path):
     assert mean_std(92.0, 2.0, 3) == "92.00 ± 2.00 (n=3)"
     assert mean_std(92.0, float("nan"), 1) == "92.00"
     assert [human_bytes(n) for n in (950, 1500, 2_500_000)] == ["950 B", "1.5 kB", "2.5 MB"]
-    table = accuracy_table(_grid(), "t", ["s"])
+    write_grid(tmp_path, grid_cells(), n=100)
+    table = accuracy_table(aggregate(collect(tmp_path)), "t", ["s"])
     assert table.loc["Quantized distillation", "s · 4-bit"] == "95.00 · 1 kB"
     assert table.loc["FP normal", "s · fp32"] == "88.00 · 1 kB"
     assert list(table.columns) == ["s · fp32", "s · 2-bit", "s · 4-bit"]
@@ -64,43 +149,115 @@ def test_pareto_front_by_hand():
     assert list(zip(front["size"], front["acc"])) == [(1.0, 50.0), (2.0, 60.0), (4.0, 70.0)]
 
 
-def _verdicts(agg):
-    return {c.number: c.verdict for c in check_claims(agg, "t", "teacher", ["s"], TOL)}
+def test_report_files_follow_the_task_kind(tmp_path):
+    assert task_outputs("classification") == (("accuracy", "sizes", "paper", "compare", "integer", "noise"),
+                                               ("accuracy_vs_bits", "accuracy_vs_size", "training_curves"))
+    assert task_outputs("translation") == (("bleu", "sizes", "paper", "compare"),
+                                           ("bleu_vs_bits", "bleu_vs_size", "training_curves"))
+    files = report_files(tmp_path / "r", tmp_path / "f", {"digits": {"kind": "classification"},
+                                                          "numbers": {"kind": "translation"}}, True)
+    names = {p.relative_to(tmp_path).as_posix() for p in files}
+    assert {"r/summary.csv", "r/claims.md", "r/claims.csv", "r/tables/latency_depth.md", "f/latency_depth.png",
+            "r/tables/digits_integer.csv", "r/tables/numbers_bleu.md", "f/numbers_bleu_vs_size.pdf",
+            "f/digits_accuracy_vs_bits.png"} <= names
+    assert "r/tables/numbers_integer.md" not in names
+    # the old call (a list of names) still means classification tasks
+    assert report_files(tmp_path, tmp_path, ["digits"]) == report_files(tmp_path, tmp_path, {"digits": {}})
 
 
-def test_claims_pass_on_the_papers_ordering():
-    v = _verdicts(_grid())
-    # teacher 96, QD 4-bit 95 within 2 points at 400x smaller; distill > fp; QD > PM; bucketed PM > unbucketed;
-    # DQ 4-bit 94.5 >= QD - 1; QD 2-bit 90 >= DQ 85
-    assert {k: v[k] for k in ("1", "3a", "3b", "3c", "4a", "4b")} == dict.fromkeys(("1", "3a", "3b", "3c", "4a", "4b"), PASS)
-    assert v["2"] == v["7"] == NOT_TESTED
+# ---------------------------------------------------------------------- the whole report
+def _classification_folder(results: Path) -> None:
+    """Teacher and one student with every method, saved models and per-example outputs."""
+    from qd.artefact import export_artefact
+    from qd.data import Splits, save_splits
+    from qd.models.convnet import convnet
+    from qd.quant import decode, encode_nonuniform, encode_uniform, uniform_points
+
+    g = torch.Generator().manual_seed(0)
+    meta = {"in_channels": 1, "num_classes": 10, "image_size": 8}
+    x = torch.randn(300, 1, 8, 8, generator=g)
+    y = torch.randint(0, 10, (300,), generator=g)
+    save_splits(Splits((x[:10], y[:10]), (x[:10], y[:10]), (x, y), {"dataset": "digits", **meta}),
+                results / "t" / "data" / "split.pt")
+    grid = [("teacher", "fp", None, None), ("s", "fp", None, None), ("s", "distill", None, None)]
+    grid += [("s", m, b, bk) for b in (2, 4) for m, bk in (("pm", 256), ("pm", None), ("qd", 256), ("dq", 256))]
+    torch.manual_seed(0)
+    distilled = convnet("student3", width=0.5, **meta)
+    for i, (model, method, bits, bucket) in enumerate(grid):
+        spec = {"name": "student3" if model == "s" else "teacher", "width": 0.5 if model == "s" else 0.125}
+        torch.manual_seed(i)
+        net = (convnet(spec["name"], width=spec["width"], in_channels=1, num_classes=10, image_size=8)
+               if method in ("fp", "qd") else __import__("copy").deepcopy(distilled)).eval()
+        codes = {}
+        with torch.no_grad():
+            for name, p in net.named_parameters():
+                if bits and name.endswith("weight") and p.dim() > 1:
+                    codes[name] = (encode_nonuniform(p, uniform_points(2**bits) ** 1.5, bucket) if method == "dq"
+                                   else encode_uniform(p, bits, bucket))
+                    p.copy_(decode(codes[name]))
+            pred = net(x).argmax(1).numpy()
+        header = {"model": spec, "shape": meta, "model_meta": meta, "kind": "classification", "run": "", "task": "t",
+                  "method": method, "bits": bits, "bucket_size": bucket}
+        run = write_run(results, "t", model, method, bits, bucket, correct=pred == y.numpy(), dataset="digits",
+                        size_on_disk=1.0, size_fp32=1.0)
+        size = export_artefact(results / run / "model.qda", net.state_dict(), codes, header)
+        row = json.loads((results / run / "metrics.json").read_text())
+        row.update(size_on_disk=size, size_fp32=4.0 * sum(p.numel() for p in net.parameters()),
+                   size_analytic=0.8 * size)
+        (results / run / "metrics.json").write_text(json.dumps(row))
+        pd.DataFrame({"index": range(300), "label": y.numpy(), "prediction": pred}).to_csv(
+            results / run / "test_outputs.csv", index=False)
 
 
-@pytest.mark.parametrize("change, claim", [
-    ({"qd4": 93.0, "dq4": 92.0}, "1"),       # best 4-bit student 3 points below the teacher
-    ({"distill": 87.0}, "3a"),                # distillation hurts
-    ({"qd2": 81.0, "dq2": 80.0}, "3b"),       # PM (bucket) at 2 bits: 82 > QD 81
-    ({"pm_nb": 90.0}, "3c"),                  # unbucketed PM beats bucketed
-    ({"dq4": 93.5}, "4a"),                    # DQ 1.5 points below QD at 4 bits
-    ({"dq2": 90.5}, "4b"),                    # DQ beats QD at 2 bits
-])
-def test_each_claim_fails_when_its_ordering_breaks(change, claim):
-    assert _verdicts(_grid(**change))[claim] == FAIL
+@pytest.mark.slow
+def test_build_report_on_a_classification_folder(tmp_path):
+    results, figures = tmp_path / "results" / "syn", tmp_path / "figures" / "syn"
+    _classification_folder(results)
+    cfg = {"report": {"bootstrap_samples": 300, "integer_examples": 60, "noise_examples": 60, "noise_units": 16}}
+    files = build_report(results, figures, cfg, TARGETS_FILE)
+    assert files == report_files(results, figures, {"t": "classification"})
+    assert all(p.exists() for p in files), [p for p in files if not p.exists()]
+    claims = pd.read_csv(results / "claims.csv")
+    assert list(claims["claim"].astype(str)) == ["1", "2", "3a", "3b", "3c", "4a", "4b", "5", "6", "7"]
+    v = dict(zip(claims["claim"].astype(str), claims["verdict"]))
+    assert v["2"] == v["7"] == "NOT TESTED"
+    assert v["5"] in ("PASS", "INCONCLUSIVE", "FAIL") and v["6"] in ("PASS", "INCONCLUSIVE", "FAIL")
+    integer = pd.read_csv(results / "tables" / "t_integer.csv")
+    assert len(integer) == 6  # pm x2, qd at 2 and 4 bits; DQ's non-uniform points are not the claim's students
+    # buckets of 256 straddle this student's channels; one bucket per tensor (no bucketing) does not
+    assert (integer.loc[integer["bucket"].notna(), "split_channels"] > 0).all()
+    assert (integer.loc[integer["bucket"].isna(), "split_channels"] == 0).all()
+    noise = pd.read_csv(results / "tables" / "t_noise.csv")
+    assert set(noise["bits"]) == {2, 4} and noise["layer"].nunique() == 6
+    md = (results / "claims.md").read_text()
+    assert "| 5 |" in md and "### Claim 5" in md and "integer path" in md
+    assert "prints no numbers for dataset `digits`" in (results / "tables" / "t_paper.md").read_text()
+    summary = pd.read_csv(results / "summary.csv")
+    assert set(summary["kind"]) == {"classification"} and len(summary) == 11
 
 
-def test_claim_not_tested_without_its_runs():
-    agg = _grid()
-    v = _verdicts(agg[agg["method"] != "dq"])
-    assert v["4a"] == v["4b"] == NOT_TESTED
+@pytest.mark.slow
+def test_build_report_on_a_translation_folder(tmp_path):
+    import sacrebleu
 
-
-def test_uniform_level_check_tells_quantized_from_raw_weights():
-    import torch
-
-    from qd.quant import quantize_uniform
-    from qd.report.checks import levels_on_grid
-
-    x = torch.randn(10_000, generator=torch.Generator().manual_seed(0))
-    assert levels_on_grid(quantize_uniform(x, 2, 256), 2, 256) == (True, 4)
-    assert levels_on_grid(quantize_uniform(x, 3, 256), 2, 256)[0] is False  # 8 levels are not on a 4-level grid
-    assert levels_on_grid(x, 2, 256) == (False, 256)
+    results, figures = tmp_path / "results" / "syn", tmp_path / "figures" / "syn"
+    refs = [f"sentence number {i} is short" for i in range(50)]
+    (results / "mt" / "data").mkdir(parents=True)
+    (results / "mt" / "data" / "test_references.txt").write_text("\n".join(refs) + "\n")
+    rng = np.random.default_rng(0)
+    for model, method, bits in (("teacher", "fp", None), ("s", "fp", None), ("s", "distill", None),
+                                ("s", "pm", 4), ("s", "qd", 4), ("s", "dq", 4)):
+        hyps = [r if rng.random() < 0.8 else r.replace("short", "long") for r in refs]
+        history = pd.DataFrame({"epoch": [1, 2], "train_loss": [3.0, 2.0], "val_ppl": [9.0, 6.0],
+                                "test_ppl": [9.5, 6.1]})
+        write_run(results, "mt", model, method, bits, 256 if bits else None, kind="translation", dataset="numbers",
+                  hyps=hyps, history=history,
+                  metrics={"bleu": sacrebleu.corpus_bleu(hyps, [refs]).score, "ppl": 6.1, "n_test": 50})
+    files = build_report(results, figures, {"report": {"bootstrap_samples": 200}}, TARGETS_FILE)
+    assert files == report_files(results, figures, {"mt": "translation"})
+    assert all(p.exists() for p in files)
+    claims = pd.read_csv(results / "claims.csv")
+    seven = claims[claims["claim"].astype(str) == "7"].iloc[0]
+    assert seven["verdict"] in ("PASS", "INCONCLUSIVE", "FAIL") and seven["n_test"] == 50
+    bleu = pd.read_csv(results / "tables" / "mt_bleu.csv", index_col=0)
+    assert " ppl · " in bleu.loc["Quantized distillation", "s · 4-bit"]

@@ -1,29 +1,63 @@
-"""Collect every finished run's ``metrics.json`` into one table, and aggregate over seeds."""
+"""Collect every finished run's ``metrics.json`` into one table, aggregate over seeds, and read the
+per-example test outputs the paired tests need.
+
+A run folder is ``<results>/<task>/<model>/<method>/<variant>/seed<k>/``. Rows written before task
+kinds existed carry no ``kind``: they are image classification.
+"""
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from qd.methods.registry import BUILTIN
+from qd.tasks import TASKS
 
 KEYS = ["task", "dataset", "model", "method", "bits", "bucket"]
-METRICS = ["accuracy", "top5", "val_accuracy", "size_fp32", "size_analytic", "size_on_disk", "huffman_bits_per_weight",
-           "params", "latency_median_ms"]
+# every metric of every task kind, plus sizes and latency; aggregate() keeps those present
+METRICS = list(dict.fromkeys(
+    [m for info in TASKS.values() for m in (info.primary, *info.metrics)]
+    + ["size_fp32", "size_analytic", "size_on_disk", "huffman_bits_per_weight", "params", "latency_median_ms",
+       "latency_iqr_ms", "n_test", "wall_time"]))
+LATENCY_FILE = "latency.csv"
+OUTPUTS = {"classification": "test_outputs.csv", "translation": "test_hypotheses.txt"}
 
 
 def collect(results: Path) -> pd.DataFrame:
-    """One row per run folder under ``results`` (``<task>/<model>/<method>/<variant>/seed<k>``)."""
+    """One row per run folder under ``results``, with ``kind`` and ``primary_metric`` filled in, and the
+    timing job's ``latency.csv`` merged on ``run`` where it exists."""
     files = sorted(Path(results).glob("*/*/*/*/seed*/metrics.json"))
     rows = [json.loads(f.read_text()) for f in files]
     df = pd.DataFrame(rows)
     if df.empty:
         return df
+    if "kind" not in df:
+        df["kind"] = "classification"
+    df["kind"] = df["kind"].fillna("classification")
+    unknown = sorted(set(df["kind"]) - set(TASKS))
+    if unknown:
+        raise ValueError(f"{results}: result rows of unknown task kind {unknown}; known: {sorted(TASKS)}")
+    primary = df["kind"].map(lambda k: TASKS[k].primary)
+    df["primary_metric"] = df["primary_metric"].fillna(primary) if "primary_metric" in df else primary
+    df = merge_latency(df, Path(results) / LATENCY_FILE)
     for col in ("bits", "bucket"):
-        df[col] = df[col].astype("Int64")
+        df[col] = pd.to_numeric(df[col]).astype("Int64")
     return df.sort_values(["task", "model", "method", "bits", "bucket", "seed"], na_position="first",
                           ignore_index=True)
+
+
+def merge_latency(df: pd.DataFrame, path: Path) -> pd.DataFrame:
+    """The timing job's latency columns (one row per run, timed with every core reserved) replace any
+    the training jobs wrote."""
+    if not path.exists():
+        return df
+    lat = pd.read_csv(path)
+    if "run" not in lat:
+        raise ValueError(f"{path}: no 'run' column (columns: {list(lat.columns)})")
+    cols = [c for c in lat.columns if c != "run"]
+    return df.drop(columns=[c for c in cols if c in df]).merge(lat, on="run", how="left")
 
 
 def method_label(method: str, bucket, buckets_of_method: set) -> str:
@@ -36,10 +70,13 @@ def method_label(method: str, bucket, buckets_of_method: set) -> str:
 
 def aggregate(df: pd.DataFrame) -> pd.DataFrame:
     """Mean, std and number of seeds of every metric, per task/model/method/bits/bucket."""
-    present = [m for m in METRICS if m in df]
+    present = [m for m in METRICS if m in df and pd.api.types.is_numeric_dtype(df[m])]
     g = df.groupby(KEYS, dropna=False, sort=False)[present]
     out = g.mean().add_suffix("_mean").join(g.std(ddof=1).add_suffix("_std")).join(g.size().rename("n_seeds"))
     out = out.reset_index()
+    if "kind" in df:
+        kinds = df.groupby("task")["kind"].first()
+        out["kind"] = out["task"].map(kinds)
     buckets = df.groupby("method")["bucket"].apply(lambda s: set(s.fillna(-1).tolist())).to_dict()
     out["label"] = [method_label(m, b, buckets[m]) for m, b in zip(out["method"], out["bucket"])]
     # tables and legends list methods in the registry's order (baselines first), then bits
@@ -47,3 +84,73 @@ def aggregate(df: pd.DataFrame) -> pd.DataFrame:
     out["_rank"] = out["method"].map(lambda m: rank.get(m, len(rank)))
     out = out.sort_values(["task", "_rank", "label", "model", "bits"], na_position="first", kind="stable")
     return out.drop(columns="_rank").reset_index(drop=True)
+
+
+def labels_by_method(agg: pd.DataFrame) -> dict:
+    """``(method, bucket) -> label`` for the measured cells, plus the paper's methods' names."""
+    out = {("pm", None): method_label("pm", None, {-1, 256}), ("pm", 256): method_label("pm", 256, {-1, 256}),
+           ("qd", 256): BUILTIN["qd"].label, ("dq", 256): BUILTIN["dq"].label}
+    for m, b, label in zip(agg["method"], agg["bucket"], agg["label"]):
+        out[(m, None if pd.isna(b) else int(b))] = label
+    return out
+
+
+def runs_of(df: pd.DataFrame, task: str, model: str, method: str, bits=None, bucket=None) -> pd.DataFrame:
+    """The seeds of one configuration (rows of the summary), lowest seed first."""
+    d = df[(df["task"] == task) & (df["model"] == model) & (df["method"] == method)]
+    d = d[d["bits"].isna()] if bits is None else d[d["bits"] == bits]
+    d = d[d["bucket"].isna()] if bucket is None or pd.isna(bucket) else d[d["bucket"] == bucket]
+    return d.sort_values("seed")
+
+
+def correctness(results: Path, runs: list[str]) -> np.ndarray | None:
+    """(seeds, test examples) 0/1 array from each run's ``test_outputs.csv``; ``None`` when a run has none."""
+    rows = []
+    for run in runs:
+        path = Path(results) / run / OUTPUTS["classification"]
+        if not path.exists():
+            return None
+        t = pd.read_csv(path)
+        missing = {"index", "label", "prediction"} - set(t.columns)
+        if missing:
+            raise ValueError(f"{path}: missing columns {sorted(missing)}")
+        t = t.sort_values("index")
+        rows.append((t["label"].to_numpy() == t["prediction"].to_numpy()).astype(float))
+    if not rows:
+        return None
+    if len({len(r) for r in rows}) > 1:
+        raise ValueError(f"runs {runs} have test outputs of different lengths: not the same test set")
+    return np.stack(rows)
+
+
+def hypotheses(results: Path, runs: list[str]) -> list[list[str]] | None:
+    """One list of detokenised test hypotheses per run (``test_hypotheses.txt``); ``None`` when missing."""
+    out = []
+    for run in runs:
+        path = Path(results) / run / OUTPUTS["translation"]
+        if not path.exists():
+            return None
+        out.append(lines(path))
+    return out
+
+
+def lines(path: Path) -> list[str]:
+    """The lines of a UTF-8 text file, one per test example (a final newline ends the last line)."""
+    text = Path(path).read_text(encoding="utf-8")
+    parts = text.split("\n")
+    return parts[:-1] if text.endswith("\n") else parts
+
+
+def references(data_folder: Path) -> list[str] | None:
+    """The detokenised test references of a prepared translation dataset: the file the manifest names
+    under ``test_references``, else ``test_references.txt`` beside it; ``None`` when neither exists."""
+    folder = Path(data_folder)
+    name = "test_references.txt"
+    manifest = folder / "manifest.json"
+    if manifest.exists():
+        m = json.loads(manifest.read_text())
+        name = m.get("test_references") or m.get("files", {}).get("test_references") or name
+    path = folder / name
+    if not path.exists():
+        return None
+    return lines(path)

@@ -1,5 +1,5 @@
-"""Tables: the paper's CIFAR-10 layout (rows = methods, columns = student x bits, sizes beside
-accuracies), a size table, and the paper's own numbers side by side with ours."""
+"""Tables in the task's own layout (rows = methods, columns = student x bits, the size of the file on
+disk beside each cell) and a size table; ``qd.report.paper`` holds the paper-layout tables."""
 from __future__ import annotations
 
 import math
@@ -36,13 +36,25 @@ def method_order(labels: pd.Series, methods: pd.Series) -> list[str]:
     return list(dict.fromkeys(label for _, label in pairs))
 
 
-def accuracy_table(agg: pd.DataFrame, task: str, students: list[str]) -> pd.DataFrame:
-    """Rows = methods, columns = student x bits; each cell 'accuracy % · size of the file on disk'."""
+def metric_cell(r, metrics: list[str]) -> str:
+    """``primary [/ second metric] · size on disk`` of one aggregated row."""
+    parts = []
+    for i, m in enumerate(metrics):
+        if f"{m}_mean" not in r._fields or pd.isna(getattr(r, f"{m}_mean")):
+            continue
+        v = mean_std(getattr(r, f"{m}_mean"), getattr(r, f"{m}_std"), r.n_seeds)
+        parts.append(v if i == 0 else f"{v} {m}")
+    return " / ".join(parts) + f" · {human_bytes(r.size_on_disk_mean)}"
+
+
+def accuracy_table(agg: pd.DataFrame, task: str, students: list[str], metrics: list[str] | None = None) -> pd.DataFrame:
+    """Rows = methods, columns = student x bits; each cell the task's metrics (accuracy; or BLEU and
+    perplexity) and the size of the compressed file on disk."""
+    metrics = metrics or ["accuracy"]
     a = agg[(agg["task"] == task) & agg["model"].isin(students)]
     cells = {}
     for r in a.itertuples():
-        acc = mean_std(r.accuracy_mean, r.accuracy_std, r.n_seeds)
-        cells[(r.label, column_name(r.model, r.bits))] = f"{acc} · {human_bytes(r.size_on_disk_mean)}"
+        cells[(r.label, column_name(r.model, r.bits))] = metric_cell(r, metrics)
     bits = sorted({int(b) for b in a["bits"].dropna()})
     columns = [column_name(s, b) for s in students for b in [pd.NA, *bits]]
     columns = [c for c in columns if any(k[1] == c for k in cells)]
@@ -53,7 +65,8 @@ def accuracy_table(agg: pd.DataFrame, task: str, students: list[str]) -> pd.Data
 
 
 def size_table(agg: pd.DataFrame, task: str) -> pd.DataFrame:
-    """Every model of the task: fp32 size, the paper's formula, the file on disk, latency."""
+    """Every model of the task: fp32 size, the paper's formula, the file on disk (both labelled:
+    claims and figures use the bytes on disk), latency."""
     q = agg[agg["task"] == task]
     bits = q["huffman_bits_per_weight_mean"]
     out = pd.DataFrame({
@@ -64,38 +77,10 @@ def size_table(agg: pd.DataFrame, task: str) -> pd.DataFrame:
         "disk / formula": (q["size_on_disk_mean"] / q["size_analytic_mean"]).map(lambda x: f"{x:.3f}"),
         "compression vs fp32": (q["size_fp32_mean"] / q["size_on_disk_mean"]).map(lambda x: f"{x:.1f}x"),
         "Huffman bits/weight": bits.map(lambda x: "" if pd.isna(x) else f"{x:.3f}"),
-        "latency (ms)": q["latency_median_ms_mean"].map(lambda x: f"{x:.2f}"),
+        "latency (ms)": (q["latency_median_ms_mean"] if "latency_median_ms_mean" in q else pd.Series(
+            float("nan"), index=q.index)).map(lambda x: "" if pd.isna(x) else f"{x:.2f}"),
     })
     return out.reset_index(drop=True)
-
-
-def read_targets(path: Path) -> pd.DataFrame:
-    t = pd.read_csv(path, comment="#", dtype=str, keep_default_na=False)
-    for col in ("bits", "bucket"):
-        t[col] = pd.to_numeric(t[col], errors="coerce").astype("Int64")
-    return t
-
-
-def paper_comparison(agg: pd.DataFrame, targets: pd.DataFrame, dataset: str, task: str) -> pd.DataFrame:
-    """The paper's cells for ``dataset`` with our measured value beside each (blank where not run)."""
-    t = targets[targets["dataset"] == dataset]
-    a = agg[agg["task"] == task]
-    measured = []
-    for r in t.itertuples():
-        m = a[(a["model"] == r.model) & (a["method"] == r.method)
-              & _same(a["bits"], r.bits) & _same(a["bucket"], r.bucket)]
-        if r.metric == "accuracy" and len(m) == 1:
-            m = m.iloc[0]
-            measured.append(mean_std(m.accuracy_mean, m.accuracy_std, m.n_seeds))
-        else:
-            measured.append("")
-    return pd.DataFrame({"table": t["table"], "model": t["model"], "method": t["method"], "bits": t["bits"],
-                         "bucket": t["bucket"], "metric": t["metric"], "paper": t["value"],
-                         "measured here": measured, "source": t["source"], "note": t["note"]})
-
-
-def _same(col: pd.Series, value) -> pd.Series:
-    return col.isna() if pd.isna(value) else (col == value)
 
 
 def write_table(df: pd.DataFrame, stem: Path, title: str, caption: str, index: bool = True) -> list[Path]:

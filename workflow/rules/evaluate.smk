@@ -2,6 +2,14 @@
 # speed claims that read them) do not depend on what the scheduler happened to run in parallel.
 
 
+def all_cores(w):
+    """Every core Snakemake was given (1 where none is set, e.g. `--report` or `--unlock`)."""
+    try:
+        return workflow.cores
+    except Exception:  # Snakemake raises a WorkflowError when asked without --cores
+        return 1
+
+
 rule latency:
     input:
         models=[run_files(r, "model.qda") for r in RUNS],
@@ -11,7 +19,7 @@ rule latency:
         RESULTS + "/latency.log",
     params:
         config=CONFIG_FILE,
-    threads: workflow.cores
+    threads: all_cores
     shell:
         "qd latency --config {params.config} --results " + RESULTS + " --out {output} > {log} 2>&1"
 
@@ -24,7 +32,7 @@ rule latency_depth:
         RESULTS + "/latency_depth.log",
     params:
         cfg=CFG["evaluation"]["depth_latency"],
-    threads: workflow.cores
+    threads: all_cores
     shell:
         "qd depth-latency --out {output} --batch {params.cfg[batch_size]} --image-size {params.cfg[image_size]}"
         " --warmup {params.cfg[warmup]} --repeats {params.cfg[repeats]} --threads {params.cfg[threads]}"

@@ -6,7 +6,7 @@ DEPTH_LATENCY = CFG["evaluation"]["depth_latency"]["enabled"]
 
 
 def report_outputs():
-    files = report_files(Path(RESULTS), Path(FIGURES), list(CFG["tasks"]), DEPTH_LATENCY)
+    files = report_files(Path(RESULTS), Path(FIGURES), CFG["tasks"], DEPTH_LATENCY)
     return [str(p) for p in files]
 
 
@@ -22,6 +22,7 @@ rule report:
     input:
         metrics=[run_files(r) for r in RUNS],
         models=[run_files(r, "model.qda") for r in RUNS],  # claims 5 and 6 read the saved weights
+        data=[str(data_file(RESULTS, t)) for t in CFG["tasks"]],  # test inputs and references
         latency=RESULTS + "/latency.csv",
         depth=[RESULTS + "/latency_depth.csv"] if DEPTH_LATENCY else [],
     output:

@@ -1,0 +1,289 @@
+"""README sections generated from committed records, and the check that they still match.
+
+A generated section sits between two markers that name what fills it::
+
+    <!-- qd:begin table:demo -->
+    ... (written by `qd readme`, never by hand) ...
+    <!-- qd:end table:demo -->
+
+Section names are ``<generator>:<arguments>``; each generator reads files committed with the
+repository, never a live run:
+
+* ``table:<preset>``: the task's own table of the primary metric (rows = methods, columns = model x
+  bits), from ``results/<preset>/summary.csv``;
+* ``claims:<preset>``: every claim's verdict with its deciding interval, threshold and what it rests
+  on, from ``results/<preset>/claims.csv``;
+* ``provenance:<preset>``: the commits, devices and library versions of the runs, and their number
+  and summed run time, from ``results/<preset>/summary.csv``;
+* ``paper:<preset>:<task>``: the paper-layout table, from ``results/<preset>/tables/<task>_paper.md``;
+* ``benchmarks`` or ``benchmark:<name>``: measured ratios against their budgets, from
+  ``benchmarks/results/<name>.json`` (written by :func:`write_benchmark_record`).
+
+``qd readme`` rewrites the sections of ``README.md`` and ``benchmarks/README.md``; ``qd readme
+--check`` only compares them and exits 1 naming each section that differs from its records (the
+test suite runs the same check).
+
+Try: ``qd readme --check``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+from collections.abc import Callable
+from datetime import date
+from pathlib import Path
+
+import pandas as pd
+
+BEGIN, END = "<!-- qd:begin {} -->", "<!-- qd:end {} -->"
+_SECTION = re.compile(r"<!-- qd:begin (?P<name>[^ ]+) -->\n(?P<body>.*?)<!-- qd:end (?P=name) -->", re.S)
+_MARKER = re.compile(r"<!-- qd:(begin|end) ([^ ]+) -->")
+BENCHMARK_RESULTS = Path("benchmarks") / "results"
+DOCS = ("README.md", "benchmarks/README.md")
+
+
+class RecordMissing(FileNotFoundError):
+    pass
+
+
+def _read(path: Path, what: str) -> Path:
+    if not path.exists():
+        raise RecordMissing(f"{path} does not exist: section {what!r} is generated from it (commit the record, "
+                            "or run the step that writes it)")
+    return path
+
+
+# ---------------------------------------------------------------------- generators
+def _fmt(v, digits=1) -> str:
+    return "" if v is None or pd.isna(v) else f"{v:.{digits}f}"
+
+
+def section_table(root: Path, preset: str) -> str:
+    """Primary metric per method x model x bits, one table per task (one decimal, mean over seeds)."""
+    from qd.report.collect import aggregate
+    from qd.tasks import TASKS
+
+    df = pd.read_csv(_read(root / "results" / preset / "summary.csv", f"table:{preset}"))
+    for col in ("bits", "bucket"):
+        df[col] = pd.to_numeric(df[col]).astype("Int64")
+    if "kind" not in df:
+        df["kind"] = "classification"
+    agg = aggregate(df)
+    out = []
+    for task in dict.fromkeys(df["task"]):
+        t = df[df["task"] == task]
+        info = TASKS[t["kind"].iloc[0]]
+        a = agg[agg["task"] == task]
+        teacher = t.loc[t["role"] == "teacher", "model"].iloc[0]
+        students = list(dict.fromkeys(t.loc[t["role"] == "student", "model"]))
+        bits = sorted({int(b) for b in a["bits"].dropna()})
+        cols = [(s, b) for s in students for b in [None, *bits]]
+        cols = [c for c in cols if not a[(a["model"] == c[0]) & _bits_is(a["bits"], c[1])].empty]
+        mean = f"{info.primary}_mean"
+        head = ["method"] + [f"{s} " + ("fp32" if b is None else f"{b}-bit") for s, b in cols]
+        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for label in dict.fromkeys(a.loc[a["model"] != teacher, "label"]):
+            cells = []
+            for s, b in cols:
+                r = a[(a["model"] == s) & (a["label"] == label) & _bits_is(a["bits"], b)]
+                cells.append(_fmt(r[mean].iloc[0]) if len(r) else "")
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        tr = a[(a["model"] == teacher) & (a["method"] == "fp")]
+        seeds = int(t["seed"].nunique())
+        n = f"{int(t['n_test'].max()):,} test examples" if "n_test" in t and t["n_test"].notna().any() else ""
+        out.append(f"Task `{task}` ({info.label}; {seeds} seed{'s' if seeds > 1 else ''}"
+                   + (f", {n}" if n else "") + f"). Teacher `{teacher}`: "
+                   + (f"{tr[mean].iloc[0]:.2f}" if len(tr) else "not run") + ".\n\n" + "\n".join(lines))
+    return "\n\n".join(out)
+
+
+def _bits_is(col: pd.Series, b) -> pd.Series:
+    return col.isna() if b is None else (col == b)
+
+
+def section_claims(root: Path, preset: str) -> str:
+    c = pd.read_csv(_read(root / "results" / preset / "claims.csv", f"claims:{preset}"), dtype={"claim": str})
+    lines = ["| task | claim | verdict | deciding interval (points) | holds when | rests on |",
+             "|---|---|---|---|---|---|"]
+    for r in c.itertuples():
+        verdict = f"**{r.verdict}**" + (f" (measured: {r.measured})" if r.verdict != r.measured else "")
+        summary = getattr(r, "summary", "")
+        iv = (("" if pd.isna(summary) else summary) if pd.isna(r.estimate)
+              else f"{r.where}: {r.estimate:+.2f} [{r.low:+.2f}, {r.high:+.2f}]")
+        thr = "" if pd.isna(r.threshold) else f"> {r.threshold:+.2f}"
+        n = "" if pd.isna(r.n_test) else f"{int(r.n_test):,} examples"
+        seeds = "" if pd.isna(r.seeds) else r.seeds
+        lines.append(f"| {r.task} | {r.claim} {r.statement} | {verdict} | {iv} | {thr} | "
+                     + "; ".join(x for x in (seeds, n) if x) + " |")
+    return "\n".join(lines)
+
+
+def section_provenance(root: Path, preset: str) -> str:
+    df = pd.read_csv(_read(root / "results" / preset / "summary.csv", f"provenance:{preset}"))
+
+    def values(col):
+        return ", ".join(f"`{v}`" for v in sorted(df[col].dropna().astype(str).unique())) if col in df else "unknown"
+
+    wall = df["wall_time"].sum() if "wall_time" in df else float("nan")
+    return (f"Record `results/{preset}/`: {len(df)} runs from commit {values('code_version')} on {values('device')} "
+            f"(torch {values('torch')}, Python {values('python')}); the runs' own time adds up to "
+            f"{wall / 60:.1f} min.")
+
+
+def section_paper(root: Path, preset: str, task: str) -> str:
+    text = _read(root / "results" / preset / "tables" / f"{task}_paper.md", f"paper:{preset}:{task}").read_text()
+    return text.split("\n", 1)[1].strip() if text.startswith("# ") else text.strip()
+
+
+def _benchmark_files(root: Path, name: str | None) -> list[Path]:
+    folder = root / BENCHMARK_RESULTS
+    if name:
+        return [_read(folder / f"{name}.json", f"benchmark:{name}")]
+    files = sorted(folder.glob("*.json"))
+    if not files:
+        raise RecordMissing(f"no benchmark records under {folder}: section 'benchmarks' is generated from them")
+    return files
+
+
+def within_budget(value: float, budget, better: str) -> str:
+    if budget is None or pd.isna(budget):
+        return ""
+    ok = value <= budget if better == "lower" else value >= budget
+    return "yes" if ok else "**no**"
+
+
+def section_benchmarks(root: Path, name: str | None = None) -> str:
+    lines = ["| what | measured | budget | within | benchmark, commit, machine, date |", "|---|---|---|---|---|"]
+    for path in _benchmark_files(root, name):
+        rec = json.loads(path.read_text())
+        src = (f"`{rec['benchmark']}`, `{rec.get('code_version', '?')}`, {rec.get('machine', '?')}, "
+               f"{rec.get('date', '?')}")
+        for r in rec["rows"]:
+            unit = f" {r['unit']}" if r.get("unit") else ""
+            budget = r.get("budget")
+            lines.append(f"| {r['what']} | {r['value']:.{r.get('digits', 2)}f}{unit} | "
+                         + ("" if budget is None else f"{budget:g}{unit}") + f" | "
+                         f"{within_budget(r['value'], budget, r.get('better', 'lower'))} | {src} |")
+    return "\n".join(lines)
+
+
+GENERATORS: dict[str, Callable[..., str]] = {
+    "table": section_table, "claims": section_claims, "provenance": section_provenance, "paper": section_paper,
+    "benchmarks": section_benchmarks, "benchmark": section_benchmarks,
+}
+
+
+def render_section(name: str, root: Path) -> str:
+    generator, *args = name.split(":")
+    if generator not in GENERATORS:
+        raise ValueError(f"unknown README section {name!r}: generators are {', '.join(sorted(GENERATORS))}")
+    return GENERATORS[generator](Path(root), *args).rstrip("\n") + "\n"
+
+
+# ---------------------------------------------------------------------- the documents
+def sections(text: str, source: str = "README") -> list[str]:
+    """The names of the generated sections in ``text``, checking that markers pair up."""
+    markers = _MARKER.findall(text)
+    stack, names = [], []
+    for kind, name in markers:
+        if kind == "begin":
+            if stack:
+                raise ValueError(f"{source}: section {name!r} begins inside section {stack[-1]!r}")
+            stack.append(name)
+        else:
+            if not stack or stack[-1] != name:
+                raise ValueError(f"{source}: 'qd:end {name}' without a matching begin")
+            names.append(stack.pop())
+    if stack:
+        raise ValueError(f"{source}: section {stack[-1]!r} has no 'qd:end' marker")
+    return names
+
+
+def rendered(text: str, root: Path, source: str = "README") -> str:
+    """``text`` with every generated section rewritten from the records under ``root``."""
+    sections(text, source)
+    return _SECTION.sub(lambda m: BEGIN.format(m["name"]) + "\n" + render_section(m["name"], root)
+                        + END.format(m["name"]), text)
+
+
+def outdated(text: str, root: Path, source: str = "README") -> list[str]:
+    """Names of the sections whose text differs from what their records give."""
+    bad = []
+    for m in _SECTION.finditer(text):
+        if m["body"] != render_section(m["name"], root):
+            bad.append(m["name"])
+    sections(text, source)
+    return bad
+
+
+# ---------------------------------------------------------------------- benchmark records
+def _git_describe(root: Path) -> str:
+    try:
+        out = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=12"], cwd=root, capture_output=True,
+                             text=True, timeout=10)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def machine() -> str:
+    """The machine in words: CPU architecture and name where the OS says it, and the core count."""
+    cpu = platform.processor() or platform.machine()
+    return f"{platform.system()} {cpu}, {os.cpu_count()} cores"
+
+
+def benchmark_record(benchmark: str, command: str, rows: list[dict], root: Path | None = None) -> dict:
+    """What a benchmark saves: its name, the command that reproduces it, the commit and machine, the
+    date, and rows ``{"what", "value", "unit", "budget", "better": "lower"|"higher", "digits"}``."""
+    root = Path(root or Path(__file__).resolve().parents[2])
+    for r in rows:
+        missing = {"what", "value"} - set(r)
+        if missing:
+            raise ValueError(f"benchmark {benchmark}: row {r} lacks {sorted(missing)}")
+    return {"benchmark": benchmark, "command": command, "code_version": _git_describe(root), "machine": machine(),
+            "date": date.today().isoformat(), "rows": rows}
+
+
+def write_benchmark_record(benchmark: str, command: str, rows: list[dict], root: Path | None = None) -> Path:
+    """Save ``benchmarks/results/<benchmark>.json`` (the README's benchmark sections read it)."""
+    from qd.io import atomic_write_text
+
+    root = Path(root or Path(__file__).resolve().parents[2])
+    path = root / BENCHMARK_RESULTS / f"{benchmark}.json"
+    atomic_write_text(json.dumps(benchmark_record(benchmark, command, rows, root), indent=1) + "\n", path)
+    return path
+
+
+# ---------------------------------------------------------------------- command line
+def main(argv: list[str] | None = None) -> int:
+    """``qd readme [--check] [--root DIR] [FILE ...]``: rewrite (or check) the generated sections."""
+    p = argparse.ArgumentParser(prog="qd readme", description=__doc__.split("\n\n")[0])
+    p.add_argument("files", nargs="*", help=f"documents (default: {', '.join(DOCS)})")
+    p.add_argument("--root", default=str(Path(__file__).resolve().parents[2]), help="repository root (the records)")
+    p.add_argument("--check", action="store_true", help="only compare; exit 1 naming each outdated section")
+    args = p.parse_args(argv)
+    root = Path(args.root)
+    files = [Path(f) for f in args.files] or [root / d for d in DOCS if (root / d).exists()]
+    status = 0
+    for f in files:
+        text = f.read_text(encoding="utf-8")
+        if args.check:
+            bad = outdated(text, root, str(f))
+            for name in bad:
+                print(f"{f}: section {name!r} differs from its records (run: qd readme)", file=sys.stderr)
+            status |= bool(bad)
+        else:
+            new = rendered(text, root, str(f))
+            if new != text:
+                f.write_text(new, encoding="utf-8")
+                print(f"{f}: {len(sections(text, str(f)))} generated sections rewritten", file=sys.stderr)
+    return status
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,203 @@
+"""Claim checks on synthetic result folders: each claim PASSes on the paper's ordering, FAILs when its
+ordering breaks, comes out INCONCLUSIVE when the difference is within the noise of the test set, and
+is NOT COMPARABLE when the models it rests on are far below the paper's."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from test_report_synthetic import grid_cells, write_grid, write_run
+
+from qd.report.build import report_settings
+from qd.report.claims import (NOT_COMPARABLE, NOT_TESTED, Evidence, check_claims, claim_depth_speed,
+                              claim_recurrent, claim_trained_speed, claims_frame, claims_markdown)
+from qd.report.collect import aggregate, collect
+from qd.report.paper import PaperTargets
+from qd.report.stats import FAIL, INCONCLUSIVE, PASS
+
+ROOT = Path(__file__).resolve().parents[1]
+TARGETS = PaperTargets.read(ROOT / "config" / "paper_targets.csv")
+CFG = {**report_settings(None), "bootstrap_samples": 1000}
+ACCURACY_CLAIMS = ("1", "3a", "3b", "3c", "4a", "4b")
+
+
+def _evidence(results: Path, students=("s",), task="t") -> Evidence:
+    df = collect(results)
+    return Evidence(df, aggregate(df), task, "teacher", list(students), results, TARGETS, CFG)
+
+
+def _verdicts(results: Path, students=("s",)) -> dict:
+    return {c.number: c.verdict for c in check_claims(_evidence(results, students))}
+
+
+def test_claims_pass_on_the_papers_ordering(tmp_path):
+    write_grid(tmp_path, grid_cells(dq4=94.9))
+    v = _verdicts(tmp_path)
+    assert {k: v[k] for k in ACCURACY_CLAIMS} == dict.fromkeys(ACCURACY_CLAIMS, PASS)
+    assert v["2"] == v["5"] == v["6"] == v["7"] == NOT_TESTED
+
+
+@pytest.mark.parametrize("change, claim", [
+    ({"qd4": 92.0, "dq4": 91.5}, "1"),        # best 4-bit student 4 points below the teacher
+    ({"distill": 86.0}, "3a"),                # distillation hurts
+    ({"qd2": 65.0}, "3b"),                    # QD only 5 points above PM at 2 bits: under the 10-point threshold
+    ({"pm_nb4": 90.0}, "3c"),                 # unbucketed PM beats bucketed at 4 bits
+    ({"dq4": 93.5}, "4a"),                    # DQ 1.5 points below QD at 4 bits
+    ({"dq2": 87.0}, "4b"),                    # DQ beats QD at 2 bits
+])
+def test_each_claim_fails_when_its_ordering_breaks(tmp_path, change, claim):
+    write_grid(tmp_path, grid_cells(**{"dq4": 94.9, **change}))
+    assert _verdicts(tmp_path)[claim] == FAIL
+
+
+@pytest.mark.parametrize("change, claim", [
+    ({"qd4": 94.1, "dq4": 94.0}, "1"),        # 1.9 below the teacher, tolerance 2: within the noise
+    ({"distill": 88.2}, "3a"),                # +0.2 with disagreeing examples
+    ({"pm_nb4": 87.8}, "3c"),
+    ({"dq4": 94.6}, "4a"),                    # -0.4 against a tolerance of 0.5
+    ({"dq2": 84.8}, "4b"),
+])
+def test_a_difference_within_the_noise_is_inconclusive(tmp_path, change, claim):
+    write_grid(tmp_path, grid_cells(**{"dq4": 94.9, **change}), n=2000, swaps=60)
+    assert _verdicts(tmp_path)[claim] == INCONCLUSIVE
+
+
+def test_one_seed_difference_that_a_plain_comparison_would_call(tmp_path):
+    """+0.3 points on 359 examples (one image) with disagreeing predictions: the old check said PASS."""
+    write_grid(tmp_path, grid_cells(dq4=94.9, fp=90.0, distill=90.3), n=359, swaps=10)
+    ev = _evidence(tmp_path)
+    c = next(c for c in check_claims(ev) if c.number == "3a")
+    assert c.verdict == INCONCLUSIVE
+    cell = c.cells[0]
+    assert cell.interval.low < 0 < cell.interval.high and cell.interval.n_examples == 359
+    assert "359 test examples" in c.rests_on() and "1 vs 1" in c.rests_on()
+
+
+def test_seeds_enter_the_interval_and_the_claims_page(tmp_path):
+    write_grid(tmp_path, grid_cells(dq4=94.9), n=1000, seeds=(0, 1, 2), seed_spread=0.5)
+    claims = check_claims(_evidence(tmp_path))
+    c = next(c for c in claims if c.number == "3a")
+    assert c.cells[0].interval.seeds_a == 3 and "3 vs 3" in c.rests_on()
+    md = claims_markdown({"t": claims}, "syn", CFG, {"t": {"kind": "classification", "dataset": "digits",
+                                                           "metric": "accuracy"}})
+    assert "| 3a |" in md and "3 vs 3" in md and "1,000 test examples" in md
+
+
+def _cifar_grid(teacher, s1_fp, s1_distill, deeper_fp, deeper_distill):
+    """Paper-sized accuracies for student1 and the deeper student (Tables A and B)."""
+    cells = {("teacher", "fp", None, None): teacher,
+             ("student1", "fp", None, None): s1_fp, ("student1", "distill", None, None): s1_distill,
+             ("deeper", "fp", None, None): deeper_fp, ("deeper", "distill", None, None): deeper_distill}
+    for model, pm, qd in (("student1", 87.2, 88.0), ("deeper", 92.3, 92.2)):
+        cells[(model, "pm", 4, 256)] = pm
+        cells[(model, "qd", 4, 256)] = qd
+    return cells
+
+
+def test_far_from_the_paper_is_not_comparable(tmp_path):
+    # the issue's case: a 51.3% teacher (paper 89.71%) and a 59.2% distilled student 1 beating it
+    write_grid(tmp_path, _cifar_grid(51.3, 55.0, 59.2, 60.0, 61.0), dataset="cifar10")
+    claims = {c.number: c for c in check_claims(_evidence(tmp_path, ("student1",)))}
+    c = claims["3a"]
+    assert c.verdict == NOT_COMPARABLE and c.measured == PASS
+    assert any("teacher fp: ours 51.30 vs paper 89.71" in line and "below the paper's" in line for line in c.models)
+    md = claims_markdown({"t": list(claims.values())}, "syn", CFG, {})
+    assert "**NOT COMPARABLE** (measured: PASS)" in md
+
+
+def test_the_papers_counter_case_is_shown_and_left_out(tmp_path):
+    # paper: distillation helps student 1 (84.5 -> 88.8) but not the deeper student (93.22 -> 92.6)
+    write_grid(tmp_path, _cifar_grid(89.5, 84.0, 88.5, 93.0, 92.5), dataset="cifar10")
+    claims = {c.number: c for c in check_claims(_evidence(tmp_path, ("student1", "deeper")))}
+    c = claims["3a"]
+    assert c.verdict == PASS  # student 1 passes; the deeper student's FAIL matches the paper's own table
+    deeper = next(cell for cell in c.cells if cell.where == "deeper")
+    assert deeper.counter_case and deeper.verdict == FAIL and deeper.paper == pytest.approx(92.6 - 93.22)
+    assert "cifar10 deeper (-0.62)" in c.caveat
+    # QD below PM at 4 bits on the deeper student: the paper's own table (92.17 < 92.30)
+    assert "cifar10 deeper (-0.13)" in claims["3b"].caveat
+    assert "cifar10 student1 +0.82" in claims["3b"].paper
+
+
+def test_claim_texts_quote_the_papers_numbers_and_thresholds(tmp_path):
+    write_grid(tmp_path, grid_cells(dq4=94.9))
+    claims = {c.number: c for c in check_claims(_evidence(tmp_path))}
+    assert "`report.match_tolerance`" in claims["1"].test and "2 points" in claims["1"].test
+    assert "cifar100 wrn-28-10 77.21 vs wrn-16-10 QD 4-bit 76.31 (-0.90, 17.8x smaller)" in claims["1"].paper
+    assert "DQ wins" in claims["4b"].caveat and "cifar100 wrn-16-10 (-21.48)" in claims["4b"].caveat
+    frame = claims_frame({"t": list(claims.values())})
+    row = frame[frame["claim"] == "1"].iloc[0]
+    assert row["verdict"] == PASS and row["threshold"] == -2.0 and row["low"] <= row["estimate"] <= row["high"]
+
+
+# ---------------------------------------------------------------------- claim 2
+def _depth_csv(r34, r18, r2x, iqr=1.0):
+    rows = [("ResNet-34", 34, 1.0, r34), ("ResNet-18", 18, 1.0, r18), ("2xResNet-18", 18, 2.0, r2x)]
+    return pd.DataFrame([{"group": "imagenet", "model": m, "depth": d, "width": w, "params": 1, "median_ms": t,
+                          "iqr_ms": iqr, "relative_time": t / r34, "device": "cpu", "threads": 1, "batch": 1}
+                         for m, d, w, t in rows])
+
+
+@pytest.mark.parametrize("times, expected", [
+    ((70.0, 37.0, 40.0, 1.0), (PASS, PASS)),          # 1.89x speed-up (threshold 0.75 x 1.89 = 1.42); 1.08x wide
+    ((70.0, 60.0, 200.0, 1.0), (FAIL, FAIL)),         # 1.17x; 3.3x
+    ((70.0, 48.0, 60.0, 8.0), (INCONCLUSIVE, INCONCLUSIVE)),  # 1.46x within the IQRs of 1.42; 1.25 inside
+])
+def test_depth_speed_claims(times, expected):
+    a, b = claim_depth_speed(_depth_csv(*times), TARGETS, CFG)
+    assert (a.verdict, b.verdict) == expected
+    assert "263 s vs 169 s = 1.56x" in a.paper and "169 s vs 169 s" in b.paper
+
+
+@pytest.mark.parametrize("student_ms, expected", [(2.0, PASS), (9.0, FAIL), (7.2, INCONCLUSIVE)])
+def test_trained_speed_claim(tmp_path, student_ms, expected):
+    n = 100
+    ok = np.ones(n, bool)
+    write_run(tmp_path, "t", "teacher", "fp", correct=ok, metrics={"latency_median_ms": 10.0, "latency_iqr_ms": 0.4})
+    write_run(tmp_path, "t", "s", "fp", correct=ok, metrics={"latency_median_ms": student_ms, "latency_iqr_ms": 0.4})
+    # depth ratio 11/6 = 1.83: holds at a speed-up >= 0.75 x 1.83 = 1.375 (student at most 7.27 ms)
+    c = claim_trained_speed(_evidence(tmp_path), {"teacher": 11, "s": 6})
+    assert c.verdict == expected
+
+
+# ---------------------------------------------------------------------- claim 7
+SENTENCES = [f"the {w} dog number {i} ran across the green field quickly" for i, w in
+             enumerate(["big", "small", "old", "young", "brown", "white"] * 20)]
+
+
+def _translation(results: Path, qd_hyps, dq_hyps):
+    import sacrebleu
+
+    refs = SENTENCES
+    folder = results / "mt" / "data"
+    folder.mkdir(parents=True)
+    (folder / "test_references.txt").write_text("\n".join(refs) + "\n")
+    distilled = [r if i % 4 else r.replace("quickly", "fast") for i, r in enumerate(refs)]
+    for model, method, bits, hyps in (("teacher", "fp", None, refs), ("s", "distill", None, distilled),
+                                      ("s", "qd", 4, qd_hyps(distilled)), ("s", "dq", 4, dq_hyps(distilled))):
+        bleu = sacrebleu.corpus_bleu(hyps, [refs]).score
+        write_run(results, "mt", model, method, bits, 256 if bits else None, kind="translation", dataset="numbers",
+                  hyps=hyps, metrics={"bleu": bleu, "ppl": 3.0, "n_test": len(hyps)})
+    df = collect(results)
+    return Evidence(df, aggregate(df), "mt", "teacher", ["s"], results, TARGETS, {**CFG, "bootstrap_samples": 400},
+                    folder)
+
+
+def _damage(every: int, how=lambda s: s.replace("green field", "meadow")):
+    return lambda hyps: [how(h) if i % every == 0 else h for i, h in enumerate(hyps)]
+
+
+@pytest.mark.parametrize("qd, dq, expected", [
+    (lambda h: list(h), lambda h: list(h), PASS),                  # both methods as good as FP distilled
+    (_damage(1, lambda s: " ".join(s.split()[:4])), lambda h: list(h), FAIL),  # QD truncates every sentence
+    (_damage(40), _damage(40), INCONCLUSIVE),                      # 3 sentences of 120 changed: about -1 BLEU
+])
+def test_recurrent_claim(tmp_path, qd, dq, expected):
+    ev = _translation(tmp_path, qd, dq)
+    c = claim_recurrent(ev)
+    assert c.verdict == expected, [cell.line() for cell in c.cells]
+    assert all("sacreBLEU" in cell.interval.test for cell in c.cells)
+    claims = {x.number: x for x in check_claims(ev)}
+    assert claims["7"].verdict == expected and claims["5"].verdict == NOT_TESTED
