@@ -272,6 +272,8 @@ def claim_integer(ev: Evidence, df: pd.DataFrame, models: SavedModels, task: str
     checks = []
     quantized = df[(df["task"] == task) & df["bits"].notna()].sort_values("seed")
     for _, r in quantized.drop_duplicates(["model", "method", "bits", "bucket"]).iterrows():
+        if r.get("uniform_grid") is False or (isinstance(r.get("uniform_grid"), float) and r["uniform_grid"] == 0):
+            continue  # the method says its codes are not an even grid (DQ's points, a codebook)
         model, codes = models(r["run"])
         if not quantized_layers(model, codes):
             continue  # non-uniform points (DQ) or nothing quantized: not the claim's students

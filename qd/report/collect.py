@@ -60,9 +60,10 @@ def merge_latency(df: pd.DataFrame, path: Path) -> pd.DataFrame:
     return df.drop(columns=[c for c in cols if c in df]).merge(lat, on="run", how="left")
 
 
-def method_label(method: str, bucket, buckets_of_method: set) -> str:
-    """Table/figure label; bucketing is named where a method ran with several bucket settings."""
-    base = BUILTIN[method].label if method in BUILTIN else method
+def method_label(method: str, bucket, buckets_of_method: set, declared: str | None = None) -> str:
+    """Table/figure label (the registry's, or the one a plug-in declares); bucketing is named where a
+    method ran with several bucket settings."""
+    base = BUILTIN[method].label if method in BUILTIN else (declared if isinstance(declared, str) else method)
     if len(buckets_of_method) > 1 or method == "pm":
         base += " (no bucket)" if pd.isna(bucket) else f" (bucket {int(bucket)})"
     return base
@@ -78,7 +79,8 @@ def aggregate(df: pd.DataFrame) -> pd.DataFrame:
         kinds = df.groupby("task")["kind"].first()
         out["kind"] = out["task"].map(kinds)
     buckets = df.groupby("method")["bucket"].apply(lambda s: set(s.fillna(-1).tolist())).to_dict()
-    out["label"] = [method_label(m, b, buckets[m]) for m, b in zip(out["method"], out["bucket"])]
+    declared = df.groupby("method")["method_label"].first().to_dict() if "method_label" in df else {}
+    out["label"] = [method_label(m, b, buckets[m], declared.get(m)) for m, b in zip(out["method"], out["bucket"])]
     # tables and legends list methods in the registry's order (baselines first), then bits
     rank = {m: i for i, m in enumerate(BUILTIN)}
     out["_rank"] = out["method"].map(lambda m: rank.get(m, len(rank)))

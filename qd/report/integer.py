@@ -43,12 +43,13 @@ LAYERS = (nn.Conv1d, nn.Conv2d, nn.Linear)
 
 # ---------------------------------------------------------------------- the layout of the codes
 def code_bits(c: QuantCodes) -> int:
-    """Bits of a uniform code (``2**bits`` levels), checking that its grid is the uniform one."""
+    """Bits an integer kernel needs for a uniform code of ``n`` evenly spaced levels (``ceil(log2 n)``; a
+    signed grid such as -1, 0, 1 has 3), checking that its grid is the even one."""
     n = c.n_levels
-    bits = int(round(np.log2(n)))
-    if not c.uniform or 2**bits != n or not torch.allclose(c.grid.double(), uniform_grid(bits, torch.float64)):
-        raise ValueError("not a uniform code: its levels are not the 2**bits evenly spaced points of [0, 1]")
-    return bits
+    even = torch.arange(n, dtype=torch.float64) / max(n - 1, 1)
+    if not c.uniform or n < 2 or not torch.allclose(c.grid.double(), even):
+        raise ValueError("not a uniform code: its levels are not evenly spaced points of [0, 1]")
+    return int(np.ceil(np.log2(n)))
 
 
 def _bucket_of_elements(c: QuantCodes) -> torch.Tensor:
