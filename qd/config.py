@@ -258,6 +258,11 @@ def semantic_problems(cfg: dict) -> list[str]:
         if family not in kind_families[t["kind"]]:
             problems.append(f"tasks.{task}.models.family: {family!r} is not a {t['kind']} model family; "
                             f"allowed: {', '.join(kind_families[t['kind']])}")
+        reductions = {"classification": ("legacy_mean", "batchmean"), "translation": ("sentence_sum", "token_mean")}
+        reduction = deep_merge(cfg["distill"], t.get("distill"))["reduction"]
+        if reduction not in reductions[t["kind"]]:
+            problems.append(f"tasks.{task}.distill.reduction: {reduction!r} is not a {t['kind']} reduction; allowed: "
+                            f"{', '.join(reductions[t['kind']])} (set tasks.{task}.distill.reduction)")
         kinds = {"classification": ("digits", "cifar10", "cifar100", "imagenet"),
                  "translation": ("numbers", "multi30k", "onmt-integ", "wmt13")}
         if t["dataset"]["name"] not in kinds[t["kind"]]:

@@ -147,15 +147,20 @@ def _run_child(conn: socket.socket, request: dict, fds: list[int]) -> None:
 
 
 def _alive(pid: int | None) -> bool:
+    """Whether ``pid`` still runs; a zombie (dead, not yet reaped by its own parent) counts as gone."""
     if pid is None:
         return True
     try:
         os.kill(pid, 0)
-        return True
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:  # state is the field after the parenthesised name
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True  # no /proc (macOS): signal 0 is all there is
 
 
 def serve(path: str, parent: int | None = None, preload: tuple[str, ...] = PRELOAD) -> None:

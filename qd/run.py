@@ -212,7 +212,7 @@ def _execute(spec: dict, out_dir: Path, data: Path, device: torch.device, teache
         teacher_dir = _required(teacher_dir, "teacher", spec)
         ctx.teacher = load_run_model(teacher_dir, device)
         ctx.teacher_file = teacher_dir / ARTEFACT
-        task.teacher_folder = teacher_dir  # adapters that compare with the teacher's outputs read them there
+        task.use_teacher_run(teacher_dir)  # adapters that compare with the teacher's outputs read them there
     if spec.get("source"):
         source_dir = _required(source_dir, "source", spec)
         ctx.source = load_run_model(source_dir, device)

@@ -42,7 +42,7 @@ def server(tmp_path_factory):
         time.sleep(0.05)
     yield path, proc, parent
     parent.kill()
-    proc.wait(timeout=30)
+    proc.wait(timeout=30)  # parent is a zombie until reaped: the server must not wait for that
 
 
 def _qd(args, prefork=None, **kw):

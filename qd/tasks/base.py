@@ -90,6 +90,10 @@ class Task:
         """The teacher's output on ``batch``, without gradient (an adapter may cache it)."""
         raise NotImplementedError
 
+    def use_teacher_run(self, folder: Path) -> None:
+        """The run's teacher run folder, for adapters that compare with the teacher's own outputs
+        (translation: token agreement with its test translations). Nothing by default."""
+
     def distillation_loss(self, output, teacher_output, batch: Batch, distill: dict) -> torch.Tensor:
         """The distillation loss toward ``teacher_output`` with the run's ``distill`` block
         (temperature, weight, reduction); padding positions of sequences are masked."""

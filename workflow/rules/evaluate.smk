@@ -3,11 +3,15 @@
 
 
 def all_cores(w):
-    """Every core Snakemake was given (1 where none is set, e.g. `--report` or `--unlock`)."""
+    """Every core Snakemake was given, at most this machine's (1 where none is set, e.g. `--report`).
+
+    A cluster executor gives Snakemake an unbounded core count; asking SLURM for that many CPUs per
+    task fails the submission, so the machine's own count is the ceiling."""
     try:
-        return workflow.cores
+        cores = workflow.cores
     except Exception:  # Snakemake raises a WorkflowError when asked without --cores
         return 1
+    return max(1, min(cores, os.cpu_count() or 1))
 
 
 rule latency:
