@@ -108,7 +108,7 @@ def test_tiny_config_runs_through_the_slurm_executor(local_slurm, tmp_path):
     # every rule ran as a SLURM job, and the profile's resources reached sbatch
     jobs = _slurm_jobs(log)
     assert {r: len(j) for r, j in jobs.items()} == {"data": 1, "teacher": 1, "student": len(runs) - 1,
-                                                   "latency_depth": 1, "report": 1}
+                                                   "latency": 1, "latency_depth": 1, "report": 1}
     for rule in ("teacher", "student"):
         for jobid in jobs[rule]:
             assert _job_field(jobid, "Partition") == "gpu"

@@ -5,8 +5,10 @@
 def all_cores(w):
     """Every core Snakemake was given, at most this machine's (1 where none is set, e.g. `--report`).
 
-    A cluster executor gives Snakemake an unbounded core count; asking SLURM for that many CPUs per
-    task fails the submission, so the machine's own count is the ceiling."""
+    On a cluster executor each job runs in its own allocation, so nothing trains beside a timing job
+    anyway; there it asks for one CPU (Snakemake's unbounded core count would fail the submission)."""
+    if not workflow.local_exec:
+        return 1
     try:
         cores = workflow.cores
     except Exception:  # Snakemake raises a WorkflowError when asked without --cores
