@@ -24,6 +24,13 @@ def _codes(shape, bucket=256, bits=4, seed=0):
     return encode_uniform(w, bits, bucket)
 
 
+def _int8_input(batch, features, seed):
+    """A float64 input and its signed 8-bit integers at one scale (the largest magnitude -> 127)."""
+    x = torch.randn(batch, features, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    scale = float(x.abs().max()) / 127
+    return x, scale, torch.clamp(torch.round(x / scale), -127, 127)
+
+
 def test_channel_layout_by_hand():
     # 3 channels of 100 weights, buckets of 256: bucket 0 = weights 0..255 (channels 0, 1 and part of 2),
     # bucket 1 = weights 256..299 (the rest of channel 2); only channel 2 spans two buckets
@@ -46,9 +53,7 @@ def test_integer_sums_rebuild_the_dequantized_product():
     layer = integer_layer(c)
     assert layer.n_slots == 2
     lin = nn.Linear(100, 3, bias=False)
-    x = torch.randn(7, 100, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-    scale = float(x.abs().max()) / 127
-    qx = torch.clamp(torch.round(x / scale), -127, 127)
+    x, scale, qx = _int8_input(7, 100, 1)
     acc = Accumulators()
     y = integer_output(lin, layer, x, scale, 8, acc, None)
     # the dequantized weights in float64: lo + (hi - lo) k / (2^b - 1) of each weight's bucket
@@ -59,6 +64,28 @@ def test_integer_sums_rebuild_the_dequantized_product():
     assert torch.allclose(y.double(), (qx * scale) @ decode(c).double().T, rtol=1e-5, atol=1e-5)
     assert acc.largest == float(max((qx @ torch.where(layer.slot == s, layer.q, 0).T).abs().max() for s in (0, 1)))
     assert acc.largest == int(acc.largest)
+
+
+def test_signed_odd_grid_runs_with_its_own_step():
+    """A symmetric 2-bit grid of 3 levels (-1, 0, 1 times a step, as absmax scaling gives) has the step
+    (hi - lo) / 2, not / 3: the integer sums must rebuild the decoded weights' product."""
+    from qd.quantizers.layouts import integer_codes
+
+    w = torch.randn(4, 80, generator=torch.Generator().manual_seed(2))
+    flat = w.reshape(-1)
+    steps = flat.view(5, 64).abs().amax(dim=1)
+    levels = torch.round(flat.view(5, 64) / steps[:, None]).clamp(-1, 1).long()
+    c = integer_codes(levels.reshape(-1), steps, None, -1, 1, (4, 80), torch.float32, bucket_size=64)
+    assert c.n_levels == 3
+    layer = integer_layer(c)
+    assert layer.bits == 2
+    lin = nn.Linear(80, 4, bias=False)
+    x, scale, qx = _int8_input(6, 80, 4)
+    y = integer_output(lin, layer, x, scale, 8, Accumulators(), None)
+    # the decoded weights by hand: level (-1, 0 or 1) times its bucket's step
+    w_hand = (levels.double() * steps.double()[:, None]).view(4, 80)
+    assert torch.allclose(y.double(), (qx * scale) @ w_hand.T, rtol=1e-10, atol=1e-10)
+    assert torch.allclose(w_hand.float(), decode(c))
 
 
 def test_integer_sums_are_exact_in_the_float_type_chosen():

@@ -114,3 +114,29 @@ def test_repository_documents_match_their_records(doc):
         pytest.skip(f"{doc} is not in this checkout")
     text = path.read_text(encoding="utf-8")
     assert outdated(text, ROOT, doc) == [], f"run `qd readme` and commit {doc}"
+
+
+def test_run_record_from_snakemake_logs_reaches_the_provenance(tmp_path):
+    """scripts/run_record.py adds up the spans of the run's Snakemake logs (a resumed run has two; the
+    pause between them does not count) and the provenance section prints the command and wall time."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("run_record", ROOT / "scripts" / "run_record.py")
+    run_record = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(run_record)
+    _records(tmp_path)
+    first = tmp_path / "a.log"
+    first.write_text("SNAKEMAKE\n[Thu Dec  3 08:52:12 2026]\nrule data:\n[Thu Dec  3 09:02:12 2026]\n"
+                     "1 of 3 steps (33%) done\n")
+    second = tmp_path / "b.log"
+    second.write_text("[Thu Dec  3 10:00:00 2026]\nrule x:\n[Thu Dec  3 10:30:30 2026]\n2 of 2 steps (100%) done\n")
+    assert run_record.main(["--preset", "demo", "--command", "snakemake --cores 2", "--root", str(tmp_path),
+                            str(first), str(second)]) == 0
+    rec = json.loads((tmp_path / "results" / "demo" / "run.json").read_text())
+    assert rec["wall_s"] == 600 + 1830 and rec["jobs"] == 2 and rec["logs"] == 2
+    assert rec["started"] == "2026-12-03T08:52:12"
+    text = render_section("provenance:demo", tmp_path)
+    assert "took 40.5 min of wall time" in text and "```bash\nsnakemake --cores 2\n```" in text
+    # a log that did not finish is refused
+    with pytest.raises(SystemExit, match="did not finish"):
+        run_record.main(["--preset", "demo", "--command", "c", "--root", str(tmp_path), str(first)])

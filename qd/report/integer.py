@@ -116,7 +116,9 @@ class IntegerLayer:
 def integer_layer(c: QuantCodes) -> IntegerLayer:
     bits = code_bits(c)
     idx = c.indices
-    levels = 2**bits
+    # the code's own level count, not 2**bits: a signed grid such as -1, 0, 1 needs 2 bits for 3 levels,
+    # and its step is (hi - lo) / 2
+    levels = c.n_levels
     if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= levels):
         raise ValueError(f"level indices outside 0..{levels - 1}: {int(idx.min())}..{int(idx.max())}")
     out = c.shape[0]

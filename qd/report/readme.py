@@ -14,7 +14,8 @@ repository, never a live run:
 * ``claims:<preset>``: every claim's verdict with its deciding interval, threshold and what it rests
   on, from ``results/<preset>/claims.csv``;
 * ``provenance:<preset>``: the commits, devices and library versions of the runs, and their number
-  and summed run time, from ``results/<preset>/summary.csv``;
+  and summed run time, from ``results/<preset>/summary.csv``; the command and wall time of the whole
+  workflow from ``results/<preset>/run.json`` where there is one (``scripts/run_record.py``);
 * ``paper:<preset>:<task>``: the paper-layout table, from ``results/<preset>/tables/<task>_paper.md``;
 * ``benchmarks`` or ``benchmark:<name>``: measured ratios against their budgets, from
   ``benchmarks/results/<name>.json`` (written by :func:`write_benchmark_record`).
@@ -130,9 +131,15 @@ def section_provenance(root: Path, preset: str) -> str:
         return ", ".join(f"`{v}`" for v in sorted(df[col].dropna().astype(str).unique())) if col in df else "unknown"
 
     wall = df["wall_time"].sum() if "wall_time" in df else float("nan")
-    return (f"Record `results/{preset}/`: {len(df)} runs from commit {values('code_version')} on {values('device')} "
+    text = (f"Record `results/{preset}/`: {len(df)} runs from commit {values('code_version')} on {values('device')} "
             f"(torch {values('torch')}, Python {values('python')}); the runs' own time adds up to "
             f"{wall / 60:.1f} min.")
+    run = root / "results" / preset / "run.json"  # written by scripts/run_record.py from the Snakemake log
+    if run.exists():
+        r = json.loads(run.read_text())
+        text += (f" The workflow ({r['jobs']} jobs) took {r['wall_s'] / 60:.1f} min of wall time on {r['machine']} "
+                 f"(started {r['started'].replace('T', ' ')}):\n\n```bash\n{r['command']}\n```")
+    return text
 
 
 def section_paper(root: Path, preset: str, task: str) -> str:

@@ -1,0 +1,60 @@
+"""Write ``results/<preset>/run.json``: how a reference record was produced (command, commit, machine,
+wall time), read from the Snakemake log of the run that produced it.
+
+A track's wall time is the time Snakemake ran, from its log's first to its last timestamp; a run that
+was interrupted and resumed has several logs, given in order, and the record adds up their spans
+(the time between them is not counted). The README's ``provenance:<preset>`` section prints it.
+
+    python scripts/run_record.py --preset cifar10-cpu \\
+        --command "snakemake --cores 2 --config preset=cifar10-cpu ..." .snakemake/log/2026-...snakemake.log
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from datetime import datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from qd.report.readme import machine  # noqa: E402
+
+# Snakemake stamps each job start and end as "[Thu Dec  3 08:52:12 2026]"
+_STAMP = re.compile(r"^\[(\w{3} \w{3} +\d+ \d\d:\d\d:\d\d \d{4})\]$", re.M)
+_DONE = re.compile(r"^(\d+) of (\d+) steps \(100%\) done$", re.M)
+
+
+def log_span(text: str, name: str) -> tuple[datetime, datetime, int]:
+    """First and last timestamp of one Snakemake log and the number of jobs it finished."""
+    stamps = [datetime.strptime(" ".join(s.split()), "%a %b %d %H:%M:%S %Y") for s in _STAMP.findall(text)]
+    if len(stamps) < 2:
+        raise SystemExit(f"{name}: fewer than two Snakemake timestamps; is it a Snakemake log?")
+    done = _DONE.findall(text)
+    return stamps[0], stamps[-1], int(done[-1][1]) if done else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--preset", required=True)
+    p.add_argument("--command", required=True, help="the command line that ran the workflow")
+    p.add_argument("--root", type=Path, default=ROOT)
+    p.add_argument("logs", nargs="+", type=Path, help="the run's Snakemake log(s), in order")
+    a = p.parse_args(argv)
+    spans = [log_span(f.read_text(), str(f)) for f in a.logs]
+    if not spans[-1][2]:
+        raise SystemExit(f"{a.logs[-1]}: no '(100%) done' line: the run did not finish")
+    wall = sum((end - start).total_seconds() for start, end, _ in spans)
+    # the commit of the runs is in the summary's code_version column; this is the machine that ran them
+    record = {"preset": a.preset, "command": a.command, "machine": machine(), "started": spans[0][0].isoformat(), "finished": spans[-1][1].isoformat(),
+              "wall_s": wall, "jobs": spans[-1][2], "logs": len(spans)}
+    out = a.root / "results" / a.preset / "run.json"
+    out.write_text(json.dumps(record, indent=1) + "\n")
+    print(f"{out}: {wall / 60:.1f} min wall, {record['jobs']} jobs")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
