@@ -261,3 +261,18 @@ def test_build_report_on_a_translation_folder(tmp_path):
     assert seven["verdict"] in ("PASS", "INCONCLUSIVE", "FAIL") and seven["n_test"] == 50
     bleu = pd.read_csv(results / "tables" / "mt_bleu.csv", index_col=0)
     assert " ppl · " in bleu.loc["Quantized distillation", "s · 4-bit"]
+
+
+def test_metric_vs_bits_draws_more_methods_than_it_has_markers(tmp_path):
+    """The demo plots ten quantized methods per student; markers repeat instead of running out."""
+    from qd.report.figures import MARKERS, metric_vs_bits
+
+    rows = [{"task": "t", "model": "teacher", "method": "fp", "label": "Teacher", "bits": None,
+             "accuracy_mean": 90.0, "accuracy_std": None}]
+    rows += [{"task": "t", "model": "s", "method": f"m{i}", "label": f"method {i}", "bits": b,
+              "accuracy_mean": 50.0 + i + b, "accuracy_std": None}
+             for i in range(len(MARKERS) + 3) for b in (2, 4)]
+    agg = pd.DataFrame(rows)
+    agg["bits"] = agg["bits"].astype("Int64")
+    paths = metric_vs_bits(agg, "t", "teacher", ["s"], tmp_path / "t_accuracy_vs_bits")
+    assert {p.suffix for p in paths} == {".png", ".pdf"} and all(p.stat().st_size > 0 for p in paths)

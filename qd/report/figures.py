@@ -61,7 +61,7 @@ def metric_vs_bits(agg: pd.DataFrame, task: str, teacher: str, students: list[st
         sa = a[a["model"] == s]
         for i, (lab, g) in enumerate(sa[sa["bits"].notna()].groupby("label", sort=False)):
             g = g.sort_values("bits")
-            ax.errorbar(g["bits"].astype(int), g[mean], yerr=g[std].fillna(0), marker=MARKERS[i],
+            ax.errorbar(g["bits"].astype(int), g[mean], yerr=g[std].fillna(0), marker=MARKERS[i % len(MARKERS)],
                         color=_color(lab, i), label=lab, capsize=2, lw=1.5, ms=4)
         for lab, g in sa[sa["bits"].isna()].groupby("label", sort=False):
             ax.axhline(g[mean].iloc[0], color=_color(lab), ls="--", lw=1, label=lab)
