@@ -6,13 +6,17 @@ time, so the 4x-FLOP 2xResNet-18 is expected to be much slower than ResNet-18 th
 
     .venv/bin/python benchmarks/bench_latency_depth.py                   # batch 1, 224x224, ~1 min
     .venv/bin/python benchmarks/bench_latency_depth.py --batch 8 --repeats 10
+    .venv/bin/python benchmarks/bench_latency_depth.py --record     # also save benchmarks/results/latency_depth.json
 
 Prints ``qd.latency.depth_comparison`` rows (median, IQR, time relative to ResNet-18) next to the
-paper's ratios. Ratios only: no timed assertions.
+paper's ratios. Ratios only: no timed assertions. ``--record`` saves the measured ratios (no budget: the
+claim is the paper's GPU measurement) as the record that ``benchmarks/README.md`` is generated from.
 """
 from __future__ import annotations
 
 import argparse
+import shlex
+import sys
 
 import torch
 
@@ -29,6 +33,7 @@ def main(argv=None) -> None:
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--record", action="store_true", help="save benchmarks/results/latency_depth.json")
     args = ap.parse_args(argv)
     torch.manual_seed(0)
     models = {"ResNet-18": resnet(18), "2xResNet-18": resnet(18, 2.0), "ResNet-34": resnet(34)}
@@ -41,6 +46,15 @@ def main(argv=None) -> None:
     for r in rows:
         print(f"{r['model']:12s} {r['params']:10,d} {r['median_ms']:10.1f} {r['iqr_ms']:8.1f} "
               f"{r['relative_time']:12.2f} {PAPER_RELATIVE[r['model']]:15.2f}")
+    if args.record:
+        from qd.report.readme import write_benchmark_record
+
+        setting = f"{args.device}, batch {args.batch}, {args.size}x{args.size}, {torch.get_num_threads()} threads"
+        records = [{"what": f"{r['model']} / ResNet-18 latency ({setting})", "value": r["relative_time"], "unit": "x",
+                    "budget": None, "better": "lower", "digits": 2} for r in rows if r["model"] != "ResNet-18"]
+        command = shlex.join([".venv/bin/python", "benchmarks/bench_latency_depth.py",
+                              *(sys.argv[1:] if argv is None else argv)])
+        print(f"record: {write_benchmark_record('latency_depth', command, records)}")
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ Run from the repository root::
 
     .venv/bin/python benchmarks/bench_quantizer.py                 # all rows, ~1 min on 2 CPU cores
     .venv/bin/python benchmarks/bench_quantizer.py --no-compile    # skip torch.compile (no C++ compiler)
+    .venv/bin/python benchmarks/bench_quantizer.py --record        # also save benchmarks/results/quantizer.json
 
 On one 16M-element fp32 tensor (64 MB), 4 bits, buckets of 256, it times side by side in this process
 (``torch.utils.benchmark.Timer.blocked_autorange``, medians, all CPU threads):
@@ -23,10 +24,13 @@ On one 16M-element fp32 tensor (64 MB), 4 bits, buckets of 256, it times side by
 
 Then it profiles one call of each library quantizer (which ops, how much time) and checks that
 ``quantize_uniform`` is bit-exact with the eager reference. Ratios only: no timed assertions.
+``--record`` saves the ratios to clone, the compile time and the exactness check as the record that
+``benchmarks/README.md`` is generated from (``qd readme``).
 """
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -35,7 +39,7 @@ import torch
 from torch.utils.benchmark import Timer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from reference_quantizers import describe_exactness, eager_quantize_uniform, print_profile  # noqa: E402
+from reference_quantizers import check_exact, describe_exactness, eager_quantize_uniform, print_profile  # noqa: E402
 
 from qd.quant import CONSTANT_RANGE, quantile_points, quantize_nonuniform, quantize_uniform  # noqa: E402
 from qd.quantizers.lsq import LSQQuantizer  # noqa: E402
@@ -99,6 +103,7 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--min-run-time", type=float, default=2.0, help="seconds per blocked_autorange")
     ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile row")
+    ap.add_argument("--record", action="store_true", help="save benchmarks/results/quantizer.json (the README's)")
     args = ap.parse_args(argv)
     torch.manual_seed(0)
     x = torch.randn(N)
@@ -122,12 +127,13 @@ def main(argv=None) -> None:
         lambda: torch.fake_quantize_per_channel_affine(fq_args[0], fq_args[1], fq_args[2], 0, 0, fq_args[3]),
         f"no: other rounding, {differs(fake_quantize(x, BITS, BUCKET), reference)}")
     add("fake_quantize_per_channel (+ scales)", lambda: fake_quantize(x, BITS, BUCKET), "no")
-    compile_note = None
+    compile_note = compile_s = None
     if not args.no_compile:
         start = time.perf_counter()
         compiled = torch.compile(eager_quantize_uniform)
         out = compiled(x, BITS, BUCKET)
-        compile_note = f"torch.compile: first call (compile) {time.perf_counter() - start:.1f} s"
+        compile_s = time.perf_counter() - start
+        compile_note = f"torch.compile: first call (compile) {compile_s:.1f} s"
         exact = torch.equal(out, reference)
         add("torch.compile(eager reference)", lambda: compiled(x, BITS, BUCKET),
             "True" if exact else f"no: {differs(out, reference)} (by 1 ulp: lerp as mul + add)")
@@ -147,8 +153,25 @@ def main(argv=None) -> None:
     print("budget: the uniform quantizer within 1.5x of clone")
     print_profile("quantize_uniform", lambda: quantize_uniform(x, BITS, BUCKET))
     print_profile("quantize_nonuniform forward + backward", dq_step)
-    print("\nquantize_uniform vs the eager reference on odd sizes, buckets None/1/7/64/100/256/1024, "
-          f"bits 1-16, constant/inf/nan buckets, fp64/bf16, 1 and 2 threads: {describe_exactness()}")
+    mismatches = check_exact()
+    print("\nquantize_uniform vs the eager reference on odd sizes, buckets None/1/7/64/100/256/1024, bits 1-16, "
+          f"constant/inf/nan buckets, fp64/bf16, 1 and 2 threads: {describe_exactness(failures=mismatches)}")
+    if args.record:
+        from qd.report.readme import write_benchmark_record
+
+        # every printed ratio is a row, so the README quotes none by hand; the budget is the uniform one's
+        records = [{"what": f"torch.clone(x) of {N:,} fp32 elements (the floor)", "value": clone * 1e3,
+                    "unit": "ms", "budget": None, "better": "lower", "digits": 1}]
+        records += [{"what": f"{name} / clone", "value": s / clone, "unit": "x", "better": "lower", "digits": 2,
+                     "budget": 1.5 if name == "qd.quant.quantize_uniform" else None} for name, s, _ in rows[1:]]
+        if compile_s is not None:
+            records.append({"what": "torch.compile first call (compile time, not in its median)",
+                            "value": compile_s, "unit": "s", "budget": None, "better": "lower", "digits": 1})
+        records.append({"what": "check_exact cases where quantize_uniform differs from the eager reference",
+                        "value": len(mismatches), "unit": "", "budget": 0, "better": "lower", "digits": 0})
+        command = shlex.join([".venv/bin/python", "benchmarks/bench_quantizer.py",
+                              *(sys.argv[1:] if argv is None else argv)])
+        print(f"record: {write_benchmark_record('quantizer', command, records)}")
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ differentiable-quantization (DQ) step within 1.5x of a QD step. Run from the rep
     .venv/bin/python benchmarks/bench_train_step.py              # both models, ~8 min on 2 CPU cores
     .venv/bin/python benchmarks/bench_train_step.py --only cifar
     .venv/bin/python benchmarks/bench_train_step.py --only translation --no-profile
+    .venv/bin/python benchmarks/bench_train_step.py --record    # also save benchmarks/results/train_step.json
 
 Every step is forward, distillation loss, backward and an SGD (momentum 0.9) update. The teacher's
 logits are precomputed once per batch and shared by all steps, so the ratios compare student steps
@@ -25,12 +26,14 @@ Models: (i) the CIFAR-10 conv net student 1 (1.0M parameters), 32x32x3 inputs, b
 
 Steps run in interleaved rounds (fp, qd, ..., fp, qd, ...) and each ratio is the median of the
 per-round ratios, so load from other processes hits all variants alike. Where a budget is missed,
-``torch.profiler`` shows which ops take the time. Ratios only: no timed assertions.
+``torch.profiler`` shows which ops take the time. Ratios only: no timed assertions. ``--record`` saves
+the ratios and their budgets as the record that ``benchmarks/README.md`` is generated from (``qd readme``).
 """
 from __future__ import annotations
 
 import argparse
 import copy
+import shlex
 import statistics
 import sys
 from pathlib import Path
@@ -49,6 +52,7 @@ from qd.ste import UniformQuantizer, quantized_forward, substituted_forward  # n
 
 TEMPERATURE, WEIGHT = 2.0, 0.7
 BITS, BUCKET = 4, 256
+RATIO_WHAT = {"qd / fp": "QD step / FP distillation step", "dq / qd": "DQ step / QD step"}
 
 
 class TranslationStandIn(nn.Module):
@@ -185,13 +189,25 @@ def main(argv=None) -> None:
     ap.add_argument("--only", choices=("cifar", "translation"))
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--no-profile", action="store_true")
+    ap.add_argument("--record", action="store_true", help="save benchmarks/results/train_step.json (the README's)")
     args = ap.parse_args(argv)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; teacher logits precomputed")
+    measured = []  # (model and batch, ratio label, ratio, budget)
     if args.only in (None, "cifar"):
         for batch in (25, 128):
-            cifar(batch, args.rounds, 0.5, not args.no_profile)
+            rows = cifar(batch, args.rounds, 0.5, not args.no_profile)
+            measured += [(f"CIFAR student 1, batch {batch}", *row) for row in rows]
     if args.only in (None, "translation"):
-        translation(args.rounds, None, not args.no_profile)  # one step per timing: a step takes seconds
+        rows = translation(args.rounds, None, not args.no_profile)  # one step per timing: a step takes seconds
+        measured += [("translation stand-in, batch 64 x 30 tokens", *row) for row in rows]
+    if args.record:
+        from qd.report.readme import write_benchmark_record
+
+        records = [{"what": f"{RATIO_WHAT[label]}, {model}", "value": r, "unit": "x", "budget": budget,
+                    "better": "lower", "digits": 2} for model, label, r, budget in measured]
+        command = shlex.join([".venv/bin/python", "benchmarks/bench_train_step.py",
+                              *(sys.argv[1:] if argv is None else argv)])
+        print(f"record: {write_benchmark_record('train_step', command, records)}")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ repository root::
     .venv/bin/python benchmarks/bench_translation.py                       # the numbers demo corpus
     .venv/bin/python benchmarks/bench_translation.py --data results/multi30k-cpu/multi30k/data \\
         --layers 1 --hidden 256 --embed 256 --steps 100
+    .venv/bin/python benchmarks/bench_translation.py --record              # also saves its record
 
 ``--data`` is a prepared translation folder (``qd data`` or ``Translation.prepare``); without it the
 numbers corpus is prepared into a temporary folder.
@@ -30,7 +31,8 @@ numbers corpus is prepared into a temporary folder.
    teacher, on the same batches (``--teacher-state``: a teacher ``state_dict`` saved with
    ``torch.save``; otherwise the teacher is trained for ``--teacher-steps`` steps here).
 
-Ratios and throughputs only: nothing is asserted.
+Ratios and throughputs only: nothing is asserted. ``--record`` saves the ratios, their budgets and the
+top-k loss change as the record that ``benchmarks/README.md`` is generated from (``qd readme``).
 """
 from __future__ import annotations
 
@@ -38,6 +40,7 @@ import argparse
 import json
 import os
 import re
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -204,7 +207,11 @@ def topk_loss_change(task, args, teacher) -> dict:
     return {k: statistics.mean(v) for k, v in rows.items()}
 
 
-def main() -> None:
+def row(what, value, unit="x", budget=None, better="lower", digits=2) -> dict:
+    return {"what": what, "value": value, "unit": unit, "budget": budget, "better": better, "digits": digits}
+
+
+def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", type=Path, help="a prepared translation folder (default: the numbers corpus)")
     p.add_argument("--layers", type=int, default=1)
@@ -221,7 +228,8 @@ def main() -> None:
     p.add_argument("--teacher-steps", type=int, default=200)
     p.add_argument("--teacher-state", type=Path)
     p.add_argument("--skip", nargs="*", default=[], choices=["fairseq", "suite", "epochs", "topk"])
-    args = p.parse_args()
+    p.add_argument("--record", action="store_true", help="save benchmarks/results/translation.json (the README's)")
+    args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     tmp = None
     data = args.data
@@ -230,6 +238,7 @@ def main() -> None:
         data = tmp / "numbers"
         Translation.prepare({"name": "numbers", "pairs": 6000, "split_seed": 0, "val_fraction": 0.1,
                              "test_fraction": 0.2, "max_length": 50, "vocab_size": 50000}, data)
+    records = []  # what was measured, for --record
     try:
         task = Translation({"evaluation": {"batch_size": 64}}, data, CPU)
         print(f"data {data}: {task.meta['sizes']}, vocab {task.meta['vocab']}; model {args.layers}x{args.hidden}, "
@@ -250,6 +259,8 @@ def main() -> None:
             if ratios:
                 print(f"suite / fairseq-train throughput: {statistics.median(ratios):.2f}x, median of "
                       f"{', '.join(f'{x:.2f}' for x in ratios)} (budget >= 0.9x)")
+                records.append(row(f"suite / fairseq-train training throughput (median of {len(ratios)})",
+                                   statistics.median(ratios), budget=0.9, better="higher"))
         if "epochs" not in args.skip or "topk" not in args.skip:
             teacher = train_teacher(task, args)
             if "topk" not in args.skip:
@@ -257,6 +268,12 @@ def main() -> None:
                 print(f"top-{args.topk} teacher: distillation loss changes by {100 * change['loss']:+.3f} %, its KL "
                       f"term by {100 * change['kl']:+.3f} %; the teacher's top-{args.topk} hold "
                       f"{100 * change['teacher_mass_in_topk']:.2f} % of its probability")
+                records += [row(f"distillation loss change with the top-{args.topk} teacher",
+                                100 * change["loss"], "%", digits=3),
+                            row(f"its KL term's change with the top-{args.topk} teacher", 100 * change["kl"], "%",
+                                digits=3),
+                            row(f"teacher probability in its top-{args.topk}", 100 * change["teacher_mass_in_topk"],
+                                "%", better="higher")]
             if "epochs" not in args.skip:
                 r = epoch_ratios(task, args, teacher)
                 print("per batch (s): " + ", ".join(f"{k} {v:.4f}" for k, v in r["per_batch_s"].items()))
@@ -266,6 +283,19 @@ def main() -> None:
                       f"normal epoch ({r['cache_fill_share_interleaved']:.2f} from the interleaved rounds)")
                 print(f"QD epoch / distillation epoch: {r['qd/distill-topk']:.2f}x (both with the cached teacher; "
                       f"budget <= 1.10x); {r['qd/distill']:.2f}x against the uncached distillation epoch")
+                # the budgets are the suite's epochs, which use the cache; the uncached ratios show its effect
+                records += [row(f"distillation epoch (cached top-{args.topk}) / normal epoch", r["distill-topk/fp"],
+                                budget=1.15),
+                            row("distillation epoch (teacher every step) / normal epoch", r["distill/fp"]),
+                            row("QD epoch / distillation epoch (both cached)", r["qd/distill-topk"], budget=1.10),
+                            row("QD epoch (cached) / distillation epoch (teacher every step)", r["qd/distill"]),
+                            row("the cache's one-off fill / normal epoch", r["cache_fill_share_of_fp_epoch"])]
+        if args.record:
+            from qd.report.readme import write_benchmark_record
+
+            command = shlex.join([".venv/bin/python", "benchmarks/bench_translation.py",
+                                  *(sys.argv[1:] if argv is None else argv)])
+            print(f"record: {write_benchmark_record('translation', command, records)}")
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -35,7 +35,8 @@ def _records(root: Path) -> None:
     rec = benchmark_record("bench_quantizer", "python benchmarks/bench_quantizer.py",
                            [{"what": "4-bit quantizer vs clone", "value": 1.8, "unit": "x", "budget": 1.5},
                             {"what": "throughput vs fairseq", "value": 0.95, "budget": 0.9, "better": "higher"}], ROOT)
-    rec.update(code_version="abc123", machine="Linux x86_64, 2 cores", date="2026-01-01")  # fixed for the test
+    rec.update(code_version="abc123", machine="Linux x86_64, 2 cores", date="2026-01-01",  # fixed for the test
+               load_average=0.25)
     (bench / "bench_quantizer.json").write_text(json.dumps(rec))
 
 
@@ -75,6 +76,7 @@ def test_sections_render_from_records_and_the_check_sees_an_edit(tmp_path):
     assert "\nbody\n" in text and "the paper's numbers beside ours" not in text
     assert "| 4-bit quantizer vs clone | 1.80 x | 1.5 x | **no** |" in text
     assert "| throughput vs fairseq | 0.95 | 0.9 | yes |" in text
+    assert "Linux x86_64, 2 cores (load 0.25), 2026-01-01" in text  # the machine's load when it was taken
     edited = text.replace("| 85.0 | 95.0 |", "| 85.0 | 95.3 |", 1)
     assert outdated(edited, tmp_path) == ["table:demo"]
     # the command line: --check fails on the edit, a rewrite fixes it

@@ -168,8 +168,9 @@ def section_benchmarks(root: Path, name: str | None = None) -> str:
     lines = ["| what | measured | budget | within | benchmark, commit, machine, date |", "|---|---|---|---|---|"]
     for path in _benchmark_files(root, name):
         rec = json.loads(path.read_text())
-        src = (f"`{rec['benchmark']}`, `{rec.get('code_version', '?')}`, {rec.get('machine', '?')}, "
-               f"{rec.get('date', '?')}")
+        load = rec.get("load_average")
+        src = (f"`{rec['benchmark']}`, `{rec.get('code_version', '?')}`, {rec.get('machine', '?')}"
+               + ("" if load is None else f" (load {load:g})") + f", {rec.get('date', '?')}")
         for r in rec["rows"]:
             unit = f" {r['unit']}" if r.get("unit") else ""
             budget = r.get("budget")
@@ -252,8 +253,11 @@ def benchmark_record(benchmark: str, command: str, rows: list[dict], root: Path 
         missing = {"what", "value"} - set(r)
         if missing:
             raise ValueError(f"benchmark {benchmark}: row {r} lacks {sorted(missing)}")
+    # the 1-minute load average when the record is written: a ratio taken beside other jobs is not one
+    # taken on an idle machine, and the reader should see which it is
+    load = round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
     return {"benchmark": benchmark, "command": command, "code_version": _git_describe(root), "machine": machine(),
-            "date": date.today().isoformat(), "rows": rows}
+            "date": date.today().isoformat(), "load_average": load, "rows": rows}
 
 
 def write_benchmark_record(benchmark: str, command: str, rows: list[dict], root: Path | None = None) -> Path:
