@@ -276,3 +276,13 @@ def test_metric_vs_bits_draws_more_methods_than_it_has_markers(tmp_path):
     agg["bits"] = agg["bits"].astype("Int64")
     paths = metric_vs_bits(agg, "t", "teacher", ["s"], tmp_path / "t_accuracy_vs_bits")
     assert {p.suffix for p in paths} == {".png", ".pdf"} and all(p.stat().st_size > 0 for p in paths)
+
+
+def test_qd_compare_without_run_folders_says_what_is_missing(tmp_path, capsys):
+    """A fresh clone has the records but no run folders: qd compare names the folder and the way out."""
+    from qd.report.compare import main as compare_main
+
+    (tmp_path / "results" / "demo" / "tables").mkdir(parents=True)
+    assert compare_main(["--method", "lsq", "--results", str(tmp_path / "results" / "demo")]) == 1
+    err = capsys.readouterr().err
+    assert "no finished runs under" in err and "run the workflow first" in err and "_compare.md" in err
