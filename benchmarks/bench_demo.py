@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
 import shutil
 import subprocess
 import sys
@@ -99,16 +98,14 @@ def main(argv=None) -> None:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(r, indent=1) + "\n")
     if args.record:
-        from qd.report.readme import write_benchmark_record
+        from qd.report.readme import save_benchmark
 
         mode = "cold" if args.cold else "warm start"
         records = [{"what": f"snakemake --cores {args.cores} on the default config, {r['runs']} runs ({mode})",
                     "value": r["wall_s"], "unit": "s", "budget": BUDGET_S, "better": "lower", "digits": 0},
                    {"what": "wall / (runs' in-process time / cores)", "value": r["overhead_ratio"], "unit": "x",
                     "budget": 1.5, "better": "lower", "digits": 2}]
-        command = shlex.join([".venv/bin/python", "benchmarks/bench_demo.py",
-                              *(sys.argv[1:] if argv is None else argv)])
-        print(f"record: {write_benchmark_record('demo_cold' if args.cold else 'demo', command, records)}")
+        save_benchmark('demo_cold' if args.cold else 'demo', __file__, argv, records)
 
 
 if __name__ == "__main__":

@@ -15,8 +15,6 @@ claim is the paper's GPU measurement) as the record that ``benchmarks/README.md`
 from __future__ import annotations
 
 import argparse
-import shlex
-import sys
 
 import torch
 
@@ -47,14 +45,12 @@ def main(argv=None) -> None:
         print(f"{r['model']:12s} {r['params']:10,d} {r['median_ms']:10.1f} {r['iqr_ms']:8.1f} "
               f"{r['relative_time']:12.2f} {PAPER_RELATIVE[r['model']]:15.2f}")
     if args.record:
-        from qd.report.readme import write_benchmark_record
+        from qd.report.readme import save_benchmark
 
         setting = f"{args.device}, batch {args.batch}, {args.size}x{args.size}, {torch.get_num_threads()} threads"
         records = [{"what": f"{r['model']} / ResNet-18 latency ({setting})", "value": r["relative_time"], "unit": "x",
                     "budget": None, "better": "lower", "digits": 2} for r in rows if r["model"] != "ResNet-18"]
-        command = shlex.join([".venv/bin/python", "benchmarks/bench_latency_depth.py",
-                              *(sys.argv[1:] if argv is None else argv)])
-        print(f"record: {write_benchmark_record('latency_depth', command, records)}")
+        save_benchmark('latency_depth', __file__, argv, records)
 
 
 if __name__ == "__main__":

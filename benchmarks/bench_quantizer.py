@@ -30,7 +30,6 @@ Then it profiles one call of each library quantizer (which ops, how much time) a
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -157,7 +156,7 @@ def main(argv=None) -> None:
     print("\nquantize_uniform vs the eager reference on odd sizes, buckets None/1/7/64/100/256/1024, bits 1-16, "
           f"constant/inf/nan buckets, fp64/bf16, 1 and 2 threads: {describe_exactness(failures=mismatches)}")
     if args.record:
-        from qd.report.readme import write_benchmark_record
+        from qd.report.readme import save_benchmark
 
         # every printed ratio is a row, so the README quotes none by hand; the budget is the uniform one's
         records = [{"what": f"torch.clone(x) of {N:,} fp32 elements (the floor)", "value": clone * 1e3,
@@ -169,9 +168,7 @@ def main(argv=None) -> None:
                             "value": compile_s, "unit": "s", "budget": None, "better": "lower", "digits": 1})
         records.append({"what": "check_exact cases where quantize_uniform differs from the eager reference",
                         "value": len(mismatches), "unit": "", "budget": 0, "better": "lower", "digits": 0})
-        command = shlex.join([".venv/bin/python", "benchmarks/bench_quantizer.py",
-                              *(sys.argv[1:] if argv is None else argv)])
-        print(f"record: {write_benchmark_record('quantizer', command, records)}")
+        save_benchmark('quantizer', __file__, argv, records)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import shlex
 import statistics
 import sys
 from pathlib import Path
@@ -201,13 +200,11 @@ def main(argv=None) -> None:
         rows = translation(args.rounds, None, not args.no_profile)  # one step per timing: a step takes seconds
         measured += [("translation stand-in, batch 64 x 30 tokens", *row) for row in rows]
     if args.record:
-        from qd.report.readme import write_benchmark_record
+        from qd.report.readme import save_benchmark
 
         records = [{"what": f"{RATIO_WHAT[label]}, {model}", "value": r, "unit": "x", "budget": budget,
                     "better": "lower", "digits": 2} for model, label, r, budget in measured]
-        command = shlex.join([".venv/bin/python", "benchmarks/bench_train_step.py",
-                              *(sys.argv[1:] if argv is None else argv)])
-        print(f"record: {write_benchmark_record('train_step', command, records)}")
+        save_benchmark('train_step', __file__, argv, records)
 
 
 if __name__ == "__main__":

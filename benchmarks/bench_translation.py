@@ -40,7 +40,6 @@ import argparse
 import json
 import os
 import re
-import shlex
 import shutil
 import statistics
 import subprocess
@@ -291,11 +290,9 @@ def main(argv=None) -> None:
                             row("QD epoch (cached) / distillation epoch (teacher every step)", r["qd/distill"]),
                             row("the cache's one-off fill / normal epoch", r["cache_fill_share_of_fp_epoch"])]
         if args.record:
-            from qd.report.readme import write_benchmark_record
+            from qd.report.readme import save_benchmark
 
-            command = shlex.join([".venv/bin/python", "benchmarks/bench_translation.py",
-                                  *(sys.argv[1:] if argv is None else argv)])
-            print(f"record: {write_benchmark_record('translation', command, records)}")
+            save_benchmark('translation', __file__, argv, records)
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)

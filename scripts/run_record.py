@@ -1,5 +1,6 @@
-"""Write ``results/<preset>/run.json``: how a reference record was produced (command, commit, machine,
-wall time), read from the Snakemake log of the run that produced it.
+"""Write ``results/<preset>/run.json``: how a reference record was produced (command, machine, wall
+time), read from the Snakemake log of the run that produced it; the runs' commit is in the summary's
+``code_version`` column.
 
 A track's wall time is the time Snakemake ran, from its log's first to its last timestamp; a run that
 was interrupted and resumed has several logs, given in order, and the record adds up their spans
@@ -47,9 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     if not spans[-1][2]:
         raise SystemExit(f"{a.logs[-1]}: no '(100%) done' line: the run did not finish")
     wall = sum((end - start).total_seconds() for start, end, _ in spans)
-    # the commit of the runs is in the summary's code_version column; this is the machine that ran them
-    record = {"preset": a.preset, "command": a.command, "machine": machine(), "started": spans[0][0].isoformat(), "finished": spans[-1][1].isoformat(),
-              "wall_s": wall, "jobs": spans[-1][2], "logs": len(spans)}
+    record = {"preset": a.preset, "command": a.command, "machine": machine(), "started": spans[0][0].isoformat(),
+              "finished": spans[-1][1].isoformat(), "wall_s": wall, "jobs": spans[-1][2], "logs": len(spans)}
     out = a.root / "results" / a.preset / "run.json"
     out.write_text(json.dumps(record, indent=1) + "\n")
     print(f"{out}: {wall / 60:.1f} min wall, {record['jobs']} jobs")

@@ -13,8 +13,8 @@ from qd.report.build import report_settings
 from qd.report.claims import Evidence, check_claims, claims_frame
 from qd.report.collect import aggregate, collect
 from qd.report.paper import PaperTargets
-from qd.report.readme import (benchmark_record, main, outdated, render_section, rendered, section_benchmarks,
-                              sections, within_budget)
+from qd.report.readme import (benchmark_record, main, outdated, render_section, rendered, save_benchmark,
+                              section_benchmarks, sections, within_budget)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -142,3 +142,14 @@ def test_run_record_from_snakemake_logs_reaches_the_provenance(tmp_path):
     # a log that did not finish is refused
     with pytest.raises(SystemExit, match="did not finish"):
         run_record.main(["--preset", "demo", "--command", "c", "--root", str(tmp_path), str(first)])
+
+
+def test_save_benchmark_records_the_command_that_reproduces_the_run(tmp_path):
+    rows = [{"what": "QD step / FP step", "value": 1.04, "unit": "x", "budget": 1.1}]
+    path = save_benchmark("train_step", "/anywhere/benchmarks/bench_train_step.py", ["--rounds", "3", "--record"],
+                          rows, tmp_path)
+    assert path == tmp_path / "benchmarks" / "results" / "train_step.json"
+    rec = json.loads(path.read_text())
+    assert rec["command"] == ".venv/bin/python benchmarks/bench_train_step.py --rounds 3 --record"
+    assert rec["rows"] == rows and rec["benchmark"] == "train_step"
+    assert "| QD step / FP step | 1.04 x | 1.1 x | yes |" in section_benchmarks(tmp_path, "train_step")

@@ -263,9 +263,15 @@ def test_build_report_on_a_translation_folder(tmp_path):
     assert " ppl · " in bleu.loc["Quantized distillation", "s · 4-bit"]
 
 
-def test_metric_vs_bits_draws_more_methods_than_it_has_markers(tmp_path):
-    """The demo plots ten quantized methods per student; markers repeat instead of running out."""
+def test_metric_vs_bits_draws_more_methods_than_it_has_markers(tmp_path, monkeypatch):
+    """The demo plots ten quantized methods per student; markers repeat instead of running out, and every
+    method's line carries its own means."""
+    import qd.report.figures as figures
     from qd.report.figures import MARKERS, metric_vs_bits
+
+    drawn = []
+    save = figures._save
+    monkeypatch.setattr(figures, "_save", lambda fig, stem: (drawn.append(fig.axes[0]), save(fig, stem))[1])
 
     rows = [{"task": "t", "model": "teacher", "method": "fp", "label": "Teacher", "bits": None,
              "accuracy_mean": 90.0, "accuracy_std": None}]
@@ -276,6 +282,10 @@ def test_metric_vs_bits_draws_more_methods_than_it_has_markers(tmp_path):
     agg["bits"] = agg["bits"].astype("Int64")
     paths = metric_vs_bits(agg, "t", "teacher", ["s"], tmp_path / "t_accuracy_vs_bits")
     assert {p.suffix for p in paths} == {".png", ".pdf"} and all(p.stat().st_size > 0 for p in paths)
+    lines = [c.lines[0] for c in drawn[0].containers]  # one errorbar per quantized method, in order
+    n = len(MARKERS) + 3
+    assert [ln.get_marker() for ln in lines] == [MARKERS[i % len(MARKERS)] for i in range(n)]
+    assert [list(ln.get_ydata()) for ln in lines] == [[52.0 + i, 54.0 + i] for i in range(n)]
 
 
 def test_qd_compare_without_run_folders_says_what_is_missing(tmp_path, capsys):

@@ -33,6 +33,7 @@ import json
 import os
 import platform
 import re
+import shlex
 import subprocess
 import sys
 from collections.abc import Callable
@@ -267,6 +268,17 @@ def write_benchmark_record(benchmark: str, command: str, rows: list[dict], root:
     root = Path(root or Path(__file__).resolve().parents[2])
     path = root / BENCHMARK_RESULTS / f"{benchmark}.json"
     atomic_write_text(json.dumps(benchmark_record(benchmark, command, rows, root), indent=1) + "\n", path)
+    return path
+
+
+def save_benchmark(benchmark: str, script: str, argv: list[str] | None, rows: list[dict],
+                   root: Path | None = None) -> Path:
+    """What a benchmark script's ``--record`` does: the command that reproduces this run (the script under
+    ``benchmarks/`` with this run's arguments) and ``rows`` saved as the record; prints where."""
+    args = sys.argv[1:] if argv is None else argv
+    command = shlex.join([".venv/bin/python", f"benchmarks/{Path(script).name}", *args])
+    path = write_benchmark_record(benchmark, command, rows, root)
+    print(f"record: {path}")
     return path
 
 
