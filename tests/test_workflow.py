@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -221,3 +222,18 @@ def test_latency_columns_and_depth_table(tiny_run):
     assert (depth["median_ms"] > 0).all()
     claims = (results / "claims.md").read_text()
     assert "| 2a |" in claims and "| 2b |" in claims
+
+
+def test_checked_out_depth_timing_is_timed_again(tiny_run, tmp_path):
+    # A clone of a committed record holds latency_depth.csv (fresh from the checkout) but none of the
+    # untracked .specs/ and .snakemake/: the run must time this machine, not keep the record's numbers.
+    clone = tmp_path / "clone"
+    shutil.copytree(tiny_run, clone, symlinks=True)
+    for untracked in (clone / "results" / "tiny" / ".specs", clone / ".snakemake"):
+        shutil.rmtree(untracked)
+    (clone / "results" / "tiny" / "latency_depth.csv").touch()
+    assert ("latency_depth", "results/tiny/latency_depth.csv") in _planned_jobs(clone, {})
+    # in the finished run it is up to date, and a change of its settings times it again
+    assert "latency_depth" not in {rule for rule, _ in _planned_jobs(tiny_run, {})}
+    changed = _planned_jobs(tiny_run, {"evaluation": {"depth_latency": {"repeats": 4}}})
+    assert ("latency_depth", "results/tiny/latency_depth.csv") in changed

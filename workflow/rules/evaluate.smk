@@ -31,7 +31,12 @@ rule latency:
 
 
 # The paper's speed claim: deep vs shallow architectures timed on this machine, once per preset.
+# Its input is its own settings, a file named by content under the untracked .specs/: a fresh checkout
+# of a committed record has no .specs/, so its run times the machine it runs on instead of keeping the
+# record's latency_depth.csv, and changed settings time it again.
 rule latency_depth:
+    input:
+        settings=str(spec_file(RESULTS, CFG["evaluation"]["depth_latency"])),
     output:
         RESULTS + "/latency_depth.csv",
     log:
