@@ -26,15 +26,15 @@ from qd.report.readme import machine  # noqa: E402
 # Snakemake stamps each job start and end as "[Thu Dec  3 08:52:12 2026]"
 _STAMP = re.compile(r"^\[(\w{3} \w{3} +\d+ \d\d:\d\d:\d\d \d{4})\]$", re.M)
 _DONE = re.compile(r"^(\d+) of (\d+) steps \(100%\) done$", re.M)
+_FINISHED = re.compile(r"^Finished jobid: ", re.M)
 
 
 def log_span(text: str, name: str) -> tuple[datetime, datetime, int]:
-    """First and last timestamp of one Snakemake log and the number of jobs it finished."""
+    """First and last timestamp of one Snakemake log, the jobs it finished and whether it ran to the end."""
     stamps = [datetime.strptime(" ".join(s.split()), "%a %b %d %H:%M:%S %Y") for s in _STAMP.findall(text)]
     if len(stamps) < 2:
         raise SystemExit(f"{name}: fewer than two Snakemake timestamps; is it a Snakemake log?")
-    done = _DONE.findall(text)
-    return stamps[0], stamps[-1], int(done[-1][1]) if done else 0
+    return stamps[0], stamps[-1], len(_FINISHED.findall(text)), bool(_DONE.search(text))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,11 +45,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("logs", nargs="+", type=Path, help="the run's Snakemake log(s), in order")
     a = p.parse_args(argv)
     spans = [log_span(f.read_text(), str(f)) for f in a.logs]
-    if not spans[-1][2]:
+    if not spans[-1][3]:
         raise SystemExit(f"{a.logs[-1]}: no '(100%) done' line: the run did not finish")
-    wall = sum((end - start).total_seconds() for start, end, _ in spans)
+    wall = sum((span[1] - span[0]).total_seconds() for span in spans)
+    # each log finishes only the jobs its predecessors left, so the track's jobs are their sum
     record = {"preset": a.preset, "command": a.command, "machine": machine(), "started": spans[0][0].isoformat(),
-              "finished": spans[-1][1].isoformat(), "wall_s": wall, "jobs": spans[-1][2], "logs": len(spans)}
+              "finished": spans[-1][1].isoformat(), "wall_s": wall, "jobs": sum(span[2] for span in spans),
+              "logs": len(spans)}
     out = a.root / "results" / a.preset / "run.json"
     out.write_text(json.dumps(record, indent=1) + "\n")
     print(f"{out}: {wall / 60:.1f} min wall, {record['jobs']} jobs")

@@ -129,16 +129,18 @@ def test_run_record_from_snakemake_logs_reaches_the_provenance(tmp_path):
     _records(tmp_path)
     first = tmp_path / "a.log"
     first.write_text("SNAKEMAKE\n[Thu Dec  3 08:52:12 2026]\nrule data:\n[Thu Dec  3 09:02:12 2026]\n"
-                     "1 of 3 steps (33%) done\n")
+                     "Finished jobid: 3 (Rule: data)\n1 of 3 steps (33%) done\n")
     second = tmp_path / "b.log"
-    second.write_text("[Thu Dec  3 10:00:00 2026]\nrule x:\n[Thu Dec  3 10:30:30 2026]\n2 of 2 steps (100%) done\n")
+    second.write_text("[Thu Dec  3 10:00:00 2026]\nrule x:\n[Thu Dec  3 10:20:00 2026]\nFinished jobid: 1 (Rule: x)\n"
+                      "1 of 2 steps (50%) done\n[Thu Dec  3 10:30:30 2026]\nFinished jobid: 0 (Rule: all)\n"
+                      "2 of 2 steps (100%) done\n")
     assert run_record.main(["--preset", "demo", "--command", "snakemake --cores 2", "--root", str(tmp_path),
                             str(first), str(second)]) == 0
     rec = json.loads((tmp_path / "results" / "demo" / "run.json").read_text())
-    assert rec["wall_s"] == 600 + 1830 and rec["jobs"] == 2 and rec["logs"] == 2
+    assert rec["wall_s"] == 600 + 1830 and rec["jobs"] == 1 + 2 and rec["logs"] == 2
     assert rec["started"] == "2026-12-03T08:52:12"
     text = render_section("provenance:demo", tmp_path)
-    assert "took 40.5 min of wall time" in text and "```bash\nsnakemake --cores 2\n```" in text
+    assert "took 40.5 min of wall time" in text and "over 2 starts of:\n\n```bash\nsnakemake --cores 2\n```" in text
     # a log that did not finish is refused
     with pytest.raises(SystemExit, match="did not finish"):
         run_record.main(["--preset", "demo", "--command", "c", "--root", str(tmp_path), str(first)])

@@ -138,8 +138,10 @@ def section_provenance(root: Path, preset: str) -> str:
     run = root / "results" / preset / "run.json"  # written by scripts/run_record.py from the Snakemake log
     if run.exists():
         r = json.loads(run.read_text())
+        # a resumed or re-entered run has one log per start; the pauses between them are not counted
+        starts = f" over {r['logs']} starts of" if r.get("logs", 1) > 1 else ""
         text += (f" The workflow ({r['jobs']} jobs) took {r['wall_s'] / 60:.1f} min of wall time on {r['machine']} "
-                 f"(started {r['started'].replace('T', ' ')}):\n\n```bash\n{r['command']}\n```")
+                 f"(started {r['started'].replace('T', ' ')}){starts}:\n\n```bash\n{r['command']}\n```")
     return text
 
 
