@@ -17,6 +17,7 @@ import re
 import sys
 from datetime import datetime
 from pathlib import Path
+from typing import NamedTuple
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -29,12 +30,19 @@ _DONE = re.compile(r"^(\d+) of (\d+) steps \(100%\) done$", re.M)
 _FINISHED = re.compile(r"^Finished jobid: ", re.M)
 
 
-def log_span(text: str, name: str) -> tuple[datetime, datetime, int]:
-    """First and last timestamp of one Snakemake log, the jobs it finished and whether it ran to the end."""
+class Span(NamedTuple):
+    """One Snakemake log: its first and last timestamp, the jobs it finished, whether it ran to the end."""
+    start: datetime
+    end: datetime
+    jobs: int
+    done: bool
+
+
+def log_span(text: str, name: str) -> Span:
     stamps = [datetime.strptime(" ".join(s.split()), "%a %b %d %H:%M:%S %Y") for s in _STAMP.findall(text)]
     if len(stamps) < 2:
         raise SystemExit(f"{name}: fewer than two Snakemake timestamps; is it a Snakemake log?")
-    return stamps[0], stamps[-1], len(_FINISHED.findall(text)), bool(_DONE.search(text))
+    return Span(stamps[0], stamps[-1], len(_FINISHED.findall(text)), bool(_DONE.search(text)))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,12 +53,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("logs", nargs="+", type=Path, help="the run's Snakemake log(s), in order")
     a = p.parse_args(argv)
     spans = [log_span(f.read_text(), str(f)) for f in a.logs]
-    if not spans[-1][3]:
+    if not spans[-1].done:
         raise SystemExit(f"{a.logs[-1]}: no '(100%) done' line: the run did not finish")
-    wall = sum((span[1] - span[0]).total_seconds() for span in spans)
+    wall = sum((span.end - span.start).total_seconds() for span in spans)
     # each log finishes only the jobs its predecessors left, so the track's jobs are their sum
-    record = {"preset": a.preset, "command": a.command, "machine": machine(), "started": spans[0][0].isoformat(),
-              "finished": spans[-1][1].isoformat(), "wall_s": wall, "jobs": sum(span[2] for span in spans),
+    record = {"preset": a.preset, "command": a.command, "machine": machine(), "started": spans[0].start.isoformat(),
+              "finished": spans[-1].end.isoformat(), "wall_s": wall, "jobs": sum(span.jobs for span in spans),
               "logs": len(spans)}
     out = a.root / "results" / a.preset / "run.json"
     out.write_text(json.dumps(record, indent=1) + "\n")
