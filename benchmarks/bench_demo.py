@@ -98,7 +98,7 @@ def main(argv=None) -> None:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(r, indent=1) + "\n")
     if args.record:
-        from qd.report.readme import save_benchmark
+        from qd.report.benchmark import save_benchmark
 
         mode = "cold" if args.cold else "warm start"
         records = [{"what": f"snakemake --cores {args.cores} on the default config, {r['runs']} runs ({mode})",

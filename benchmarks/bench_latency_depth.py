@@ -45,7 +45,7 @@ def main(argv=None) -> None:
         print(f"{r['model']:12s} {r['params']:10,d} {r['median_ms']:10.1f} {r['iqr_ms']:8.1f} "
               f"{r['relative_time']:12.2f} {PAPER_RELATIVE[r['model']]:15.2f}")
     if args.record:
-        from qd.report.readme import save_benchmark
+        from qd.report.benchmark import save_benchmark
 
         setting = f"{args.device}, batch {args.batch}, {args.size}x{args.size}, {torch.get_num_threads()} threads"
         records = [{"what": f"{r['model']} / ResNet-18 latency ({setting})", "value": r["relative_time"], "unit": "x",

@@ -156,7 +156,7 @@ def main(argv=None) -> None:
     print("\nquantize_uniform vs the eager reference on odd sizes, buckets None/1/7/64/100/256/1024, bits 1-16, "
           f"constant/inf/nan buckets, fp64/bf16, 1 and 2 threads: {describe_exactness(failures=mismatches)}")
     if args.record:
-        from qd.report.readme import save_benchmark
+        from qd.report.benchmark import save_benchmark
 
         # every printed ratio is a row, so the README quotes none by hand; the budget is the uniform one's
         records = [{"what": f"torch.clone(x) of {N:,} fp32 elements (the floor)", "value": clone * 1e3,

@@ -200,7 +200,7 @@ def main(argv=None) -> None:
         rows = translation(args.rounds, None, not args.no_profile)  # one step per timing: a step takes seconds
         measured += [("translation stand-in, batch 64 x 30 tokens", *row) for row in rows]
     if args.record:
-        from qd.report.readme import save_benchmark
+        from qd.report.benchmark import save_benchmark
 
         records = [{"what": f"{RATIO_WHAT[label]}, {model}", "value": r, "unit": "x", "budget": budget,
                     "better": "lower", "digits": 2} for model, label, r, budget in measured]

@@ -290,7 +290,7 @@ def main(argv=None) -> None:
                             row("QD epoch (cached) / distillation epoch (teacher every step)", r["qd/distill"]),
                             row("the cache's one-off fill / normal epoch", r["cache_fill_share_of_fp_epoch"])]
         if args.record:
-            from qd.report.readme import save_benchmark
+            from qd.report.benchmark import save_benchmark
 
             save_benchmark('translation', __file__, argv, records)
     finally:

@@ -59,7 +59,7 @@ def _manifest_path(out: str) -> Path:
 
 def cmd_data(args) -> int:
     from qd.io import atomic_write_json
-    from qd.tasks import load_task
+    from qd.tasks import DEFAULT_KIND, load_task
 
     if args.spec:
         spec = _read_spec(args.spec)
@@ -68,8 +68,7 @@ def cmd_data(args) -> int:
         cfg = load_config(args.config)
         spec = data_spec(cfg, args.task)
         manifest = _manifest_path(args.out) if args.out else data_file(_results_root(args, cfg), args.task)
-    kind = spec.get("kind", "classification")
-    meta = load_task(kind).prepare(spec, manifest.parent)
+    meta = load_task(spec.get("kind", DEFAULT_KIND), spec.get("task_entry")).prepare(spec, manifest.parent)
     atomic_write_json({"dataset": spec, **meta}, manifest)  # last: the data rule's declared output
     print(f"prepared {spec['name']}: {meta.get('sizes')} -> {manifest.parent}", file=sys.stderr)
     return 0
@@ -92,35 +91,31 @@ def _spec_from_config(args) -> tuple[dict, Path, Path]:
 
 
 def _run_folders(spec: dict | None, args) -> tuple[Path, Path, Path | None, Path | None, dict]:
-    """Output, data, teacher and source folders of a run: given, or found under the results root."""
+    """Output, data, teacher and source folders of a run. The workflow passes each (its rule's declared
+    inputs); by hand, what is not given is looked up under the results root: ``--results``, the
+    config's, or the one holding the spec file (``<results>/.specs/<hash>.json``)."""
     if args.config:
         spec, root, out = _spec_from_config(args)
     else:
-        out = Path(args.out) if args.out else None
-        if args.results:
-            root = Path(args.results)
-        elif out is not None and out.as_posix().endswith(spec["run"]):
-            root = Path(out.as_posix()[: -len(spec["run"])] or ".")
-        elif out is None and Path(args.spec).parent.name == ".specs":
+        root = Path(args.results) if args.results else None
+        if root is None and Path(args.spec).parent.name == ".specs":
             root = results_root(args.spec)
-        else:
-            root = None
-        if out is None:
-            if root is None:
-                raise QdError("qd train --spec needs --out (or a spec file under results/<preset>/.specs/)")
-            out = root / spec["run"]
-    def under(arg, rel):
+        out = Path(args.out) if args.out else None
+
+    def under(arg, rel, flag):
         if arg:
-            return Path(arg)
+            path = Path(arg)
+            return path.parent if path.is_file() else path  # a declared input: a file in the folder
         if rel is None:
             return None
         if root is None:
-            raise QdError(f"run {spec['run']}: cannot tell where {rel} is; give --results (or --data/--teacher/--source)")
+            raise QdError(f"run {spec['run']}: cannot tell where {rel} is; give {flag} (or --results)")
         return root / rel
 
-    data = under(args.data, data_folder(".", spec["task"]).as_posix())
-    teacher = under(args.teacher, spec["teacher"]["run"] if spec.get("teacher") else None)
-    source = under(args.source, spec["source"]["run"] if spec.get("source") else None)
+    out = out or under(None, spec["run"], "--out")
+    data = under(args.data, data_folder(".", spec["task"]).as_posix(), "--data")
+    teacher = under(args.teacher, spec["teacher"]["run"] if spec.get("teacher") else None, "--teacher")
+    source = under(args.source, spec["source"]["run"] if spec.get("source") else None, "--source")
     return out, data, teacher, source, spec
 
 
@@ -150,12 +145,10 @@ def cmd_train(args) -> int:
 def _task_for(header: dict, data: Path, device: str = "cpu"):
     import torch
 
-    from qd.run import _meta_of
-    from qd.tasks import load_task
+    from qd.run import task_of
 
-    kind, _ = _meta_of(header)
     folder = data if data.is_dir() else data.parent
-    return load_task(kind)({"evaluation": {"batch_size": 512}}, folder, torch.device(device))
+    return task_of(header)({"evaluation": {"batch_size": 512}}, folder, torch.device(device))
 
 
 def _evaluate_model(model, header: dict, data: Path) -> None:
@@ -173,8 +166,11 @@ def cmd_evaluate(args) -> int:
 
     run_dir = Path(args.run)
     model, _, header = model_from_artefact(run_dir / ARTEFACT)
-    data = Path(args.data) if args.data else data_folder(run_dir.parents[4], header["task"])
-    _evaluate_model(model, header, data)
+    # by default the data of the run's task in the same results folder: <results>/<run> is the run folder
+    root = Path(run_dir.as_posix().removesuffix(header["run"])) if run_dir.as_posix().endswith(header["run"]) else None
+    if not args.data and root is None:
+        raise QdError(f"{run_dir} is not <results>/{header['run']}: give --data (the task's prepared data folder)")
+    _evaluate_model(model, header, Path(args.data) if args.data else data_folder(root, header["task"]))
     return 0
 
 
@@ -273,9 +269,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--variant", help="run variant name (fp32, b4-d256, b2-nobucket)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--spec", help="a run's spec file (results/<preset>/.specs/<hash>.json) or JSON")
-    train.add_argument("--data", help="the task's prepared data folder (default: under the results folder)")
-    train.add_argument("--teacher", help="finished teacher run folder (default: under the results folder)")
-    train.add_argument("--source", help="finished source-student run folder (pm, dq)")
+    train.add_argument("--data", help="the task's prepared data folder or its manifest (default: under the results folder)")
+    train.add_argument("--teacher", help="finished teacher run folder or its model.qda (default: under the results folder)")
+    train.add_argument("--source", help="finished source-student run folder or its model.qda (pm, dq)")
     train.add_argument("--results", help="the preset's results folder the spec's run paths are relative to")
     train.add_argument("--out", help="the run folder (default: <results>/<run>)")
     train.set_defaults(func=cmd_train)

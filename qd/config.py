@@ -21,7 +21,8 @@ import jsonschema
 import yaml
 
 from qd.errors import ConfigError
-from qd.methods.registry import BUILTIN, GRID_KEYS, MethodInfo, method_info
+from qd.methods.registry import BUILTIN, GRID_KEYS, PROPERTY_KEYS, MethodInfo, method_info
+from qd.tasks import TASKS, TaskInfo, dataset_info, datasets, task_info
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA_PATH = ROOT / "workflow" / "schemas" / "config.schema.yaml"
@@ -233,7 +234,7 @@ def semantic_problems(cfg: dict) -> list[str]:
         known = list(dict.fromkeys([*known_models(family), *(t["models"].get("architectures") or {})]))
         for role, names in (("teacher", [t["models"]["teacher"]]), ("students", t["models"]["students"])):
             for m in names:
-                if m not in known:
+                if known_models(family) and m not in known:  # a plug-in kind's family names its own models
                     problems.append(f"tasks.{task}.models.{role}: unknown {family} model {m!r}; "
                                     f"known: {', '.join(known)}")
         for model, only in t["models"]["methods"].items():
@@ -254,22 +255,38 @@ def semantic_problems(cfg: dict) -> list[str]:
         if t["models"]["teacher"] in t["models"]["students"]:
             problems.append(f"tasks.{task}.models.students: the teacher {t['models']['teacher']!r} "
                             "cannot also be a student (their run folders would collide)")
-        kind_families = {"classification": ("convnet", "resnet", "wrn"), "translation": ("lstm",)}
-        if family not in kind_families[t["kind"]]:
-            problems.append(f"tasks.{task}.models.family: {family!r} is not a {t['kind']} model family; "
-                            f"allowed: {', '.join(kind_families[t['kind']])}")
-        reductions = {"classification": ("legacy_mean", "batchmean"), "translation": ("sentence_sum", "token_mean")}
-        reduction = deep_merge(cfg["distill"], t.get("distill"))["reduction"]
-        known = {r for rs in reductions.values() for r in rs}  # an unknown name is the schema's problem
-        if reduction in known and reduction not in reductions[t["kind"]]:
-            problems.append(f"tasks.{task}.distill.reduction: {reduction!r} is not a {t['kind']} reduction; allowed: "
-                            f"{', '.join(reductions[t['kind']])} (set tasks.{task}.distill.reduction)")
-        kinds = {"classification": ("digits", "cifar10", "cifar100", "imagenet"),
-                 "translation": ("numbers", "multi30k", "onmt-integ", "wmt13")}
-        if t["dataset"]["name"] not in kinds[t["kind"]]:
-            problems.append(f"tasks.{task}.dataset.name: {t['dataset']['name']!r} is not a {t['kind']} dataset; "
-                            f"allowed: {', '.join(kinds[t['kind']])}")
+        problems += task_problems(cfg, task)
     return problems
+
+
+def task_problems(cfg: dict, task: str) -> list[str]:
+    """What a task block asks that its kind does not know: an unknown kind, a model family, distillation
+    reduction or dataset of another kind (each kind's :class:`qd.tasks.TaskInfo` and datasets say)."""
+    t = cfg["tasks"][task]
+    try:
+        kind = kind_of(cfg, task)
+    except (ValueError, ImportError) as e:
+        return [f"tasks.{task}.kind: {e}"]
+    problems = []
+    family = t["models"]["family"]
+    if family not in kind.families:
+        problems.append(f"tasks.{task}.models.family: {family!r} is not a {kind.kind} model family; "
+                        f"allowed: {', '.join(kind.families)}")
+    reduction = deep_merge(cfg["distill"], t.get("distill"))["reduction"]
+    if reduction not in kind.reductions:
+        problems.append(f"tasks.{task}.distill.reduction: {reduction!r} is not a {kind.kind} reduction; allowed: "
+                        f"{', '.join(kind.reductions)} (set tasks.{task}.distill.reduction)")
+    own = datasets(kind.kind, t.get("entry"))
+    if t["dataset"]["name"] not in own:
+        problems.append(f"tasks.{task}.dataset.name: {t['dataset']['name']!r} is not a {kind.kind} dataset; "
+                        f"allowed: {', '.join(own)}")
+    return problems
+
+
+def kind_of(cfg: dict, task: str) -> TaskInfo:
+    """The description of a task's kind: a built-in one, or the plug-in module its ``entry`` names."""
+    t = cfg["tasks"][task]
+    return task_info(t["kind"], t.get("entry"))
 
 
 # ---------------------------------------------------------------- the run grid
@@ -398,26 +415,9 @@ def planned_runs(cfg: dict) -> list[RunId]:
 # recipe. What a run reads of other runs (the teacher, a source student) it reads from their files,
 # whose changes the workflow tracks on its own.
 
-# the dataset keys each dataset reads (the schema fills in every key for every dataset)
-DATASET_KEYS = {
-    "digits": ("split_seed", "val_fraction", "test_fraction", "train_limit"),
-    "cifar10": ("root", "download", "split_seed", "val_fraction", "train_limit"),
-    "cifar100": ("root", "download", "split_seed", "val_fraction", "train_limit"),
-    "imagenet": ("root", "train_dir", "test_dir", "split_seed", "val_fraction", "train_limit", "image_size", "resize",
-                 "augmentation"),
-    "numbers": ("split_seed", "val_fraction", "test_fraction", "pairs", "source_lang", "target_lang", "vocab_size",
-                "max_length", "lowercase"),
-    "multi30k": ("root", "download", "source_lang", "target_lang", "vocab_size", "max_length", "lowercase",
-                 "train_limit"),
-    "onmt-integ": ("root", "download", "source_lang", "target_lang", "vocab_size", "max_length", "lowercase",
-                   "train_limit"),
-    "wmt13": ("root", "download", "source_lang", "target_lang", "vocab_size", "max_length", "lowercase", "split",
-              "train_limit"),
-}
-DISTILL_KEYS = {"classification": ("temperature", "weight", "reduction", "cache_teacher"),
-                "translation": ("temperature", "weight", "reduction", "mask_padding", "cache_teacher", "cache_topk")}
-EVALUATION_KEYS = {"classification": ("batch_size",),
-                   "translation": ("batch_size", "beam", "decode_max_length", "replace_unk")}
+# The keys of the dataset, distill and evaluation blocks a run reads are its kind's and its dataset's
+# facts (qd.tasks: TaskInfo.distill_keys and evaluation_keys, DatasetInfo.keys); the schema fills in
+# every key for every task.
 # the recipe keys every training run reads, and those only its optimizer or schedule reads
 TRAIN_KEYS = ("epochs", "batch_size", "optimizer", "schedule", "grad_clip", "augment", "restarts",
               "epoch_examples", "compile")
@@ -436,13 +436,22 @@ def train_block(train: dict, quantized: bool) -> dict:
     return {k: train[k] for k in keys}
 
 
-STREAMED = ("imagenet",)  # datasets decoded by DataLoader workers during training
+def dataset_of(cfg: dict, task: str):
+    """The :class:`qd.tasks.DatasetInfo` of a task's dataset, as its module declares it."""
+    t = cfg["tasks"][task]
+    return dataset_info(t["dataset"]["name"], t["kind"], t.get("entry"))
+
+
+def plugin_entry(cfg: dict, task: str) -> dict:
+    """``{"task_entry": ...}`` for a task of a plug-in kind, which a job needs to import its adapter;
+    empty for a built-in kind, so that built-in specs (and their hashes) stay as they were."""
+    t = cfg["tasks"][task]
+    return {} if t["kind"] in TASKS and not t.get("entry") else {"task_entry": t["entry"]}
 
 
 def evaluation_block(cfg: dict, task: str) -> dict:
     """The evaluation keys a run of ``task`` reads (decoding workers only for streamed datasets)."""
-    t = cfg["tasks"][task]
-    keys = EVALUATION_KEYS[t["kind"]] + (("workers",) if t["dataset"]["name"] in STREAMED else ())
+    keys = kind_of(cfg, task).evaluation_keys + (("workers",) if dataset_of(cfg, task).streamed else ())
     return {k: cfg["evaluation"][k] for k in keys}
 
 
@@ -450,7 +459,8 @@ def data_spec(cfg: dict, task: str) -> dict:
     """What the data rule of ``task`` reads: its kind and its dataset's own keys."""
     t = cfg["tasks"][task]
     d = t["dataset"]
-    return {"kind": t["kind"], "name": d["name"], **{k: d[k] for k in DATASET_KEYS[d["name"]] if k in d}}
+    keys = dataset_of(cfg, task).keys
+    return {"kind": t["kind"], **plugin_entry(cfg, task), "name": d["name"], **{k: d[k] for k in keys if k in d}}
 
 
 def _dropout(cfg: dict, task: str, method: str, teacher: bool) -> bool:
@@ -511,7 +521,7 @@ def run_spec(cfg: dict, run: RunId) -> dict:
     teacher = is_teacher(cfg, run)
     bits, bucket = parse_variant(run.variant)
     opts = _with_bits(method_options(cfg, run.task, run.method), bits)
-    i = method_info(run.method, opts) if teacher else info(cfg, run.task, run.method)
+    i = info(cfg, run.task, run.method)  # the method resolved once: the spec carries it to the row
     train = deep_merge(cfg["train"], t.get("train"), t.get("teacher_train") if teacher else opts.get("train"))
     spec = {
         "preset": cfg["preset"],
@@ -519,11 +529,13 @@ def run_spec(cfg: dict, run: RunId) -> dict:
         "role": "teacher" if teacher else "student",
         "task": run.task,
         "kind": t["kind"],
+        **plugin_entry(cfg, run.task),
         "dataset": t["dataset"]["name"],
         "model": model_spec(cfg, run.task, run.model, _dropout(cfg, run.task, run.method, teacher)),
         "method": {
             "name": run.method, "entry": i.entry, "bits": bits, "bucket_size": bucket,
             "options": {k: v for k, v in opts.items() if k not in GRID_KEYS},
+            RESOLVED: {k: getattr(i, k) for k in PROPERTY_KEYS},
         },
         "seed": run.seed,
         "threads": train["threads"],
@@ -537,7 +549,7 @@ def run_spec(cfg: dict, run: RunId) -> dict:
         spec["quant"] = {**run_policy(cfg, run, opts), "rounding": cfg["quant"]["rounding"]}
     if i.distills:
         distill = deep_merge(cfg["distill"], t.get("distill"))
-        spec["distill"] = {k: distill[k] for k in DISTILL_KEYS[t["kind"]]}
+        spec["distill"] = {k: distill[k] for k in kind_of(cfg, run.task).distill_keys}
     if i.needs_teacher:
         spec["teacher"] = {"run": teacher_run(cfg, run.task).path}
     src = source_run(cfg, run)
@@ -546,22 +558,33 @@ def run_spec(cfg: dict, run: RunId) -> dict:
     return spec
 
 
+# The method's resolved properties (``spec["method"]["info"]``) are left out of a spec's hash: they are
+# derived from what is hashed (the method's entry and options), and an override of a label, a grid or a
+# granularity changes no training, so it must neither rename the spec file nor rerun the run (nor change
+# the config hash of every committed row).
+RESOLVED = "info"
+
+
 def spec_hash(spec: dict) -> str:
     """Short stable hash of a spec (the result row's ``config_hash``, a spec file's name)."""
+    if isinstance(spec.get("method"), dict) and RESOLVED in spec["method"]:
+        spec = {**spec, "method": {k: v for k, v in spec["method"].items() if k != RESOLVED}}
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def spec_file(results: str | Path, spec: dict) -> Path:
-    """Write ``spec`` to ``<results>/.specs/<hash>.json`` once and return the path.
+    """Write ``spec`` to ``<results>/.specs/<hash>.json`` and return the path.
 
-    Named by content, a spec file never changes once written, so writing them while the workflow
-    builds its DAG (dry runs included) touches nothing a job depends on.
+    Named by content, a spec file changes only where its unhashed part (a method's resolved
+    properties, e.g. a new label) does: the workflow passes it as a parameter whose value, the path, is
+    unchanged, so writing them while the workflow builds its DAG (dry runs included) reruns nothing.
     """
     path = Path(results) / ".specs" / f"{spec_hash(spec)}.json"
-    if not path.exists():
+    text = json.dumps(spec, indent=1, sort_keys=True) + "\n"
+    if not path.exists() or path.read_text() != text:
         from qd.io import atomic_write_text
 
-        atomic_write_text(json.dumps(spec, indent=1, sort_keys=True) + "\n", path)
+        atomic_write_text(text, path)
     return path
 
 

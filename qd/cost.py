@@ -192,8 +192,27 @@ def print_plan(runs: list[PlannedRun], table_path: str | Path, device: str, titl
 
 
 # ---------------------------------------------------------------------------------------- a config's runs
-# training and test images of the datasets whose epoch times the table holds (official splits)
-DATASET_SIZES = {"cifar10": (50_000, 10_000), "cifar100": (50_000, 10_000), "imagenet": (1_281_167, 50_000)}
+def dataset_sizes(name: str) -> tuple[int | None, int | None]:
+    """Training and test images of a dataset's official splits, as its module declares them
+    (``DATASETS[name]["sizes"]``; ``(None, None)`` where it declares none)."""
+    from qd.tasks import builtin_datasets
+
+    d = builtin_datasets().get(name)
+    return d.sizes if d is not None and d.sizes else (None, None)
+
+
+def dataset_shape(name: str) -> tuple[int, int, int]:
+    """Image size, classes and training images per epoch (the schema's val_fraction 0.1) of a dataset
+    whose module declares them (``DATASETS[name]["shape"]``)."""
+    from qd.tasks import builtin_datasets
+
+    return builtin_datasets()[name].shape
+
+
+def shaped_datasets() -> list[str]:
+    from qd.tasks import builtin_datasets
+
+    return sorted(n for n, d in builtin_datasets().items() if d.shape)
 
 
 def config_runs(cfg: dict) -> list[PlannedRun]:
@@ -206,9 +225,9 @@ def config_runs(cfg: dict) -> list[PlannedRun]:
         train = spec.get("train")
         epochs = train["epochs"] * (train["restarts"] + 1) if train else 0
         if train and train.get("epoch_examples"):
-            epochs = math.ceil(epochs * train["epoch_examples"] / DATASET_SIZES.get(spec["dataset"], (1, 0))[0])
+            epochs = math.ceil(epochs * train["epoch_examples"] / (dataset_sizes(spec["dataset"])[0] or 1))
         dataset = cfg["tasks"][run.task]["dataset"]
-        n_train, n_test = DATASET_SIZES.get(spec["dataset"], (None, None))
+        n_train, n_test = dataset_sizes(spec["dataset"])
         share, images = 0.0, None
         if n_train:
             val = round(n_train * dataset.get("val_fraction", 0.0))
@@ -234,8 +253,6 @@ def build_named_model(name: str, num_classes: int):
     raise ValueError(f"cannot build {name!r} for timing (known forms: wrn-28-10, resnet34, 2xresnet18)")
 
 
-# image size, classes, training images per epoch with dataset.val_fraction 0.1 (the schema default)
-DATASET_SHAPES = {"cifar100": (32, 100, 45_000), "imagenet": (224, 1000, 1_153_050)}
 
 
 def forward_flops(model, image_size: int) -> int:
@@ -281,7 +298,7 @@ def measured_row(model_name: str, dataset: str, batch: int, steps: int, device: 
     """A ``measured`` row: the median step time times the steps of one epoch (synthetic data: no decoding)."""
     import torch
 
-    image_size, classes, images = DATASET_SHAPES[dataset]
+    image_size, classes, images = dataset_shape(dataset)
     torch.manual_seed(0)
     step = measure_step_seconds(build_named_model(model_name, classes), image_size, classes, batch, steps, device)
     threads = torch.get_num_threads() if device == "cpu" else None
@@ -296,7 +313,7 @@ def reference_estimate(model_name: str, dataset: str, device: str, batch: int, r
     """An ``estimate`` row: a published throughput of ``reference_model`` scaled by forward FLOPs."""
     import torch
 
-    image_size, classes, images = DATASET_SHAPES[dataset]
+    image_size, classes, images = dataset_shape(dataset)
     with torch.device("meta"):  # shapes only: no time spent initialising weights
         model, ref = build_named_model(model_name, classes), build_named_model(reference_model, 1000)
     ratio = forward_flops(model, image_size) / forward_flops(ref, reference_size)
@@ -328,7 +345,7 @@ def main(argv: list[str] | None = None) -> None:
     pl.add_argument("--device", required=True, help="the table's device column, e.g. A100-80GB")
     me = sub.add_parser("measure", help="print a measured row for this machine")
     me.add_argument("--model", required=True)
-    me.add_argument("--dataset", choices=sorted(DATASET_SHAPES), required=True)
+    me.add_argument("--dataset", choices=shaped_datasets(), required=True)
     me.add_argument("--batch", type=int, required=True)
     me.add_argument("--steps", type=int, default=3)
     me.add_argument("--device", default="cpu")

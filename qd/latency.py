@@ -145,8 +145,7 @@ def time_runs(cfg: dict, results, out) -> list[dict]:
 
     from qd.config import data_folder, planned_runs
     from qd.io import atomic_write_text
-    from qd.run import ARTEFACT, model_from_artefact, resolve_device
-    from qd.tasks import load_task
+    from qd.run import ARTEFACT, model_from_artefact, resolve_device, task_of
 
     results = Path(results)
     lat = cfg["evaluation"]["latency"]
@@ -155,8 +154,7 @@ def time_runs(cfg: dict, results, out) -> list[dict]:
     for run in planned_runs(cfg):
         model, _, header = model_from_artefact(results / run.path / ARTEFACT, device)
         if run.task not in tasks:
-            kind = cfg["tasks"][run.task]["kind"]
-            tasks[run.task] = load_task(kind)({"evaluation": {"batch_size": lat["batch_size"]}},
+            tasks[run.task] = task_of(header)({"evaluation": {"batch_size": lat["batch_size"]}},
                                               data_folder(results, run.task), device)
         m = measure_latency(model, tasks[run.task].example_input(lat["batch_size"]), warmup=lat["warmup"],
                             repeats=lat["repeats"], threads=lat["threads"])

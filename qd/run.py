@@ -8,20 +8,19 @@ The rolling checkpoint ``checkpoint.pt`` lives beside them while the run trains 
 the outputs are written; the outputs are written last, each atomically, ``metrics.json`` last of all.
 
 Everything task-specific goes through the run's task adapter (``ctx.task``, ``qd.tasks``); a method
-builds its loss with :meth:`RunContext.objective` and never sees what a batch holds.
+receives a :class:`qd.methods.contract.RunContext`, builds its loss with its ``objective`` and never
+sees what a batch holds. What the method is (its label, its grid) the run reads from the spec, where
+``qd.config.run_spec`` resolved it once.
 
 Try: ``qd train --config config/config.yaml --task digits --model student1 --method qd --bits 4``.
 """
 from __future__ import annotations
 
-import copy
 import csv
 import hashlib
 import io
 import json
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -33,132 +32,14 @@ from qd.config import spec_hash
 from qd.errors import MissingRun
 from qd.io import atomic_write_json, atomic_write_text
 from qd.methods import load_method
+from qd.methods.contract import CHECKPOINT, RunContext, RunResult
 from qd.models import count_parameters
-from qd.policy import QuantPolicy, quantized_names
 from qd.provenance import environment
-from qd.quant import QuantCodes, decode
 from qd.size import model_sizes
-from qd.ste import UniformQuantizer
-from qd.tasks import load_task
-from qd.train import Fit, Selection, run_epochs
+from qd.tasks import DEFAULT_KIND, load_task
 
 REPORTING_RULE = "final epoch, quantized weights"
-CHECKPOINT = "checkpoint.pt"
 ARTEFACT = "model.qda"
-
-
-@dataclass
-class RunResult:
-    """What a method returns: the final model (quantized weights in place) and their codes."""
-
-    model: nn.Module
-    codes: dict[str, QuantCodes] = field(default_factory=dict)
-    history: list[dict] = field(default_factory=list)
-    extra: dict = field(default_factory=dict)
-
-
-@dataclass
-class RunContext:
-    """Everything a method may use. Methods build models and losses from it, never from globals.
-
-    ``task`` is the run's task adapter (data, models, losses, metrics); ``teacher`` and ``source``
-    are the finished runs the method reads (in eval mode), when its registry entry asks for them.
-    """
-
-    spec: dict
-    task: object  # a qd.tasks.base.Task
-    device: torch.device
-    run_dir: Path
-    teacher: nn.Module | None = None
-    source: nn.Module | None = None
-    teacher_file: Path | None = None  # the teacher's artefact, hashed into the row's teacher_id
-    source_file: Path | None = None
-
-    # ---- models
-    def new_model(self) -> nn.Module:
-        """A freshly initialised student, seeded by the run's seed (rank 0's on every process)."""
-        torch.manual_seed(self.spec["seed"])
-        model = self.task.new_model(self.spec["model"])
-        distributed.broadcast_module(model)
-        return model
-
-    def source_copy(self) -> nn.Module:
-        if self.source is None:
-            raise RuntimeError(f"method {self.spec['method']['name']!r} needs a source student but none was given")
-        return copy.deepcopy(self.source)
-
-    def compiled(self, model: nn.Module):
-        """``model`` itself, or ``torch.compile(model)`` when the recipe asks (``train.compile``); the
-        compiled module shares the model's parameters, so training it trains the model."""
-        if self.spec.get("train", {}).get("compile"):
-            return torch.compile(model)
-        return model
-
-    # ---- quantization
-    @property
-    def bits(self) -> int:
-        return self.spec["method"]["bits"]
-
-    @property
-    def bucket_size(self) -> int | None:
-        return self.spec["method"]["bucket_size"]
-
-    def policy(self) -> QuantPolicy:
-        q = self.spec["quant"]
-        return QuantPolicy(q["policy"], q["keep_first_last"], q["biases"], q["norm"], q["embeddings"])
-
-    def quantized_names(self, model: nn.Module) -> list[str]:
-        return quantized_names(model, self.policy())
-
-    def uniform_quantizer(self) -> UniformQuantizer:
-        stochastic = self.spec["quant"]["rounding"] == "stochastic"
-        generator = torch.Generator(device=self.device).manual_seed(self.spec["seed"]) if stochastic else None
-        return UniformQuantizer(self.bits, self.bucket_size, stochastic, generator)
-
-    # ---- losses
-    def objective(self, forward: Callable, teacher: nn.Module | None = None) -> Callable:
-        """The loss of one batch through ``forward``: the task's own loss, or with ``teacher`` the
-        distillation loss toward that teacher's outputs (the run's ``distill`` block)."""
-        task = self.task
-
-        def task_loss(batch):
-            return task.loss(forward(*task.inputs(batch)), batch)
-
-        def distillation(batch):
-            target = task.teacher_output(teacher, batch)
-            return task.distillation_loss(forward(*task.inputs(batch)), target, batch, self.spec["distill"])
-
-        return task_loss if teacher is None else distillation
-
-    # ---- training and evaluation
-    def evaluator(self, forward: Callable) -> Callable[[], dict]:
-        """Per-epoch evaluation of ``forward`` (which must use the weights being reported): the task's
-        epoch metrics on val and test, as ``<split>_<metric>``."""
-
-        def evaluate() -> dict:
-            out = {}
-            for split in ("val", "test"):
-                out.update({f"{split}_{k}": v for k, v in self.task.epoch_metrics(forward, split).items()})
-            return out
-
-        return evaluate
-
-    def fit(self, fit: Fit) -> list[dict]:
-        """Train with the run's recipe (``train`` block), checkpointing into the run folder."""
-        t = self.spec["train"]
-        info = self.task.info
-        select = Selection(f"{t.get('select_on', 'test')}_{info.epoch_metric}", info.epoch_higher_is_better,
-                           shadow=t.get("schedule_reads") == "full_precision")
-        return run_epochs(fit, self.task, t, self.spec["seed"], self.spec["run"], self.run_dir / CHECKPOINT,
-                          spec_hash(self.spec), select)
-
-
-def load_codes(model: nn.Module, codes: dict[str, QuantCodes]) -> None:
-    """Replace the named parameters' values by their decoded quantized tensors."""
-    params = dict(model.named_parameters())
-    with torch.no_grad():
-        for name, c in codes.items():
-            params[name].copy_(decode(c).to(params[name].device))
 
 
 def resolve_device(name: str) -> torch.device:
@@ -167,16 +48,17 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _meta_of(header: dict) -> tuple[str, dict]:
-    """Task kind and model metadata of an artefact header (format 1 files called the latter 'shape')."""
-    return header.get("kind", "classification"), header.get("model_meta", header.get("shape"))
+def task_of(header: dict):
+    """The task adapter class of an artefact header (files written before headers named a kind hold the
+    default kind's models; a plug-in kind's header names its ``task_entry``)."""
+    return load_task(header.get("kind", DEFAULT_KIND), header.get("task_entry"))
 
 
 def model_from_artefact(path: str | Path, device: torch.device | str = "cpu") -> tuple[nn.Module, dict, dict]:
     """``(model, codes, header)`` from a compressed artefact: the model holds exactly the saved weights."""
     state_dict, codes, header = load_artefact(path)
-    kind, meta = _meta_of(header)
-    model = load_task(kind).build_model(header["model"], meta)
+    meta = header.get("model_meta", header.get("shape"))  # format 1 files called it 'shape'
+    model = task_of(header).build_model(header["model"], meta)
     model.load_state_dict(state_dict)
     return model.to(device).eval(), codes, header
 
@@ -206,7 +88,7 @@ def execute(spec: dict, out_dir: str | Path, data: str | Path, teacher_dir=None,
 def _execute(spec: dict, out_dir: Path, data: Path, device: torch.device, teacher_dir, source_dir) -> dict | None:
     started = time.perf_counter()
     folder = data if data.is_dir() else data.parent
-    task = load_task(spec["kind"])(spec, folder, device)
+    task = load_task(spec["kind"], spec.get("task_entry"))(spec, folder, device)
     ctx = RunContext(spec, task, device, out_dir)
     if spec.get("teacher"):
         teacher_dir = _required(teacher_dir, "teacher", spec)
@@ -242,7 +124,8 @@ def artefact_header(ctx: RunContext) -> dict:
     """What rebuilds the model, and which run it is (the full spec stays in spec.json: a few kB of
     JSON would outweigh a small quantized model)."""
     spec = ctx.spec
-    return {"kind": spec["kind"], "model": spec["model"], "model_meta": ctx.task.model_meta(), "run": spec["run"],
+    plugin = {"task_entry": spec["task_entry"]} if "task_entry" in spec else {}  # a plug-in kind's adapter
+    return {"kind": spec["kind"], **plugin, "model": spec["model"], "model_meta": ctx.task.model_meta(), "run": spec["run"],
             "task": spec["task"], "method": spec["method"]["name"], "bits": spec["method"]["bits"],
             "bucket_size": spec["method"]["bucket_size"]}
 
@@ -263,17 +146,18 @@ def result_row(ctx: RunContext, result: RunResult, metrics: dict, size_on_disk: 
     sizes = model_sizes(dict(model.named_parameters()), result.codes)
     quantized = bool(result.codes)
     distilled = "distill" in spec
-    info = run_method_info(spec)
+    info = spec["method"]["info"]  # resolved once, when the spec was written (qd.config.run_spec)
     row = {
         "preset": spec["preset"], "run": spec["run"], "role": spec["role"], "task": spec["task"],
-        "kind": spec["kind"], "dataset": spec["dataset"], "model": spec["model"]["name"],
+        "kind": spec["kind"], **({"task_entry": spec["task_entry"]} if "task_entry" in spec else {}),
+        "dataset": spec["dataset"], "model": spec["model"]["name"],
         "params": count_parameters(model), "method": spec["method"]["name"],
         "bits": spec["method"]["bits"], "bucket": spec["method"]["bucket_size"],
         "policy": ctx.policy().describe() if quantized else None,
         "seed": spec["seed"],
         "primary_metric": ctx.task.info.primary,
-        "method_label": info.label,
-        "uniform_grid": info.uniform_grid if quantized else None,
+        "method_label": info["label"],
+        "uniform_grid": info["uniform_grid"] if quantized else None,
         **metrics,
         **{k: sizes[k] for k in ("quantized_params", "fp_params", "n_buckets", "size_fp32")},
         "size_analytic": sizes["size_analytic"] if quantized else sizes["size_fp32"],
@@ -292,16 +176,6 @@ def result_row(ctx: RunContext, result: RunResult, metrics: dict, size_on_disk: 
         **result.extra,
     }
     return row
-
-
-def run_method_info(spec: dict):
-    """The registry entry of a run's method (built-in, or what its module declares)."""
-    from qd.methods.registry import BUILTIN, method_info
-
-    m = spec["method"]
-    if m["name"] in BUILTIN and BUILTIN[m["name"]].entry == m["entry"]:
-        return method_info(m["name"], m["options"])
-    return method_info(m["name"], {"entry": m["entry"], **m["options"]})
 
 
 def file_id(path: Path) -> str:

@@ -22,7 +22,7 @@ from typing import NamedTuple
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from qd.report.readme import machine  # noqa: E402
+from qd.report.benchmark import machine  # noqa: E402
 
 # Snakemake stamps each job start and end as "[Thu Dec  3 08:52:12 2026]"
 _STAMP = re.compile(r"^\[(\w{3} \w{3} +\d+ \d\d:\d\d:\d\d \d{4})\]$", re.M)

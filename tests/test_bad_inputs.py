@@ -24,17 +24,19 @@ CASES = {
     "unknown model": ({"tasks": {"digits": {"models": {"students": ["student9"]}}}},
                       ["tasks.digits.models.students: unknown convnet model 'student9'", "known: teacher, student1"]),
     "unknown dataset": ({"tasks": {"digits": {"dataset": {"name": "svhn"}}}},
-                        ["tasks.digits.dataset.name: 'svhn' is not allowed", "'digits', 'cifar10'"]),
+                        ["tasks.digits.dataset.name: 'svhn' is not a classification dataset; "
+                         "allowed: cifar10, cifar100, digits, imagenet"]),
     "dataset of another kind": ({"tasks": {"digits": {"dataset": {"name": "multi30k"}}}},
                                 ["tasks.digits.dataset.name: 'multi30k' is not a classification dataset",
-                                 "allowed: digits, cifar10, cifar100, imagenet"]),
+                                 "allowed: cifar10, cifar100, digits, imagenet"]),
     "teacher missing": ({"tasks": {"digits": {"models": {"teacher": None}}}},
                         ["tasks.digits.models: 'teacher' is a required property"]),
     "source method missing": ({"methods": {"pm": {}}},
                               ["methods.pm.source: 'pm' starts from method 'distill', which is not among the "
                                "configured methods (pm)"]),
     "bad reduction": ({"distill": {"reduction": "mean"}},
-                      ["distill.reduction: 'mean' is not allowed; allowed values: 'legacy_mean', 'batchmean'"]),
+                      ["tasks.digits.distill.reduction: 'mean' is not a classification reduction; "
+                       "allowed: legacy_mean, batchmean"]),
 }
 
 

@@ -11,8 +11,11 @@ import pytest
 from test_report_synthetic import grid_cells, write_grid, write_run
 
 from qd.report.build import report_settings
-from qd.report.claims import (NOT_COMPARABLE, NOT_TESTED, Evidence, check_claims, claim_depth_speed,
-                              claim_recurrent, claim_trained_speed, claims_frame, claims_markdown)
+from qd.report.claims.base import NOT_COMPARABLE, NOT_TESTED, Evidence
+from qd.report.claims.page import claims_frame, claims_markdown
+from qd.report.claims.recurrent import claim_recurrent
+from qd.report.claims.registry import check_claims
+from qd.report.claims.speed import claim_depth_speed, claim_trained_speed
 from qd.report.collect import aggregate, collect
 from qd.report.paper import PaperTargets
 from qd.report.stats import FAIL, INCONCLUSIVE, PASS
@@ -201,3 +204,52 @@ def test_recurrent_claim(tmp_path, qd, dq, expected):
     assert all("sacreBLEU" in cell.interval.test for cell in c.cells)
     claims = {x.number: x for x in check_claims(ev)}
     assert claims["7"].verdict == expected and claims["5"].verdict == NOT_TESTED
+
+
+# ---------------------------------------------------------------------- one home for each fact
+def test_claims_and_compare_share_one_paired_interval(tmp_path, monkeypatch):
+    """The claims' cells and ``qd compare`` both pair runs through the task kind's one function, and give
+    the same interval for the same two configurations."""
+    import qd.tasks.outputs as outputs
+    from qd.report.compare import compare_method
+    from qd.report.paired import paired_interval
+    from qd.tasks import task_info
+
+    write_grid(tmp_path, {**grid_cells(dq4=94.9), ("s", "lsq", 4, 256): 93.0}, n=400)
+    calls = []
+    real = outputs.paired_accuracy
+    monkeypatch.setattr(outputs, "paired_accuracy", lambda *a: calls.append(a[1:3]) or real(*a))
+    ev = _evidence(tmp_path)
+    from_claims = ev.compare(("s", "lsq", 4, 256), ("s", "qd", 4, 256))
+    row = compare_method(tmp_path, "lsq").iloc[0]
+    lsq, qd = ["t/s/lsq/b4-d256/seed0"], ["t/s/qd/b4-d256/seed0"]
+    # once for the claim's cell, then once per baseline (PM at its main bucket, QD, DQ) for the comparison
+    assert calls == [(lsq, qd), (lsq, ["t/s/pm/b4-d256/seed0"]), (lsq, qd), (lsq, ["t/s/dq/b4-d256/seed0"])]
+    direct = paired_interval(task_info("classification"), tmp_path, lsq, qd, None, CFG["bootstrap_samples"],
+                             CFG["bootstrap_seed"], CFG["confidence"])
+    assert from_claims == direct and from_claims.estimate == pytest.approx(93.0 - 95.0)
+    assert row["vs qd"] == f"worse [{direct.low:+.2f}, {direct.high:+.2f}]"
+    assert row["qd diff"] == pytest.approx(direct.estimate)
+
+
+def test_each_statement_has_one_home(tmp_path):
+    """Every claim, tested or not, carries its registered statement: claims.md and claims.csv rows of a
+    classification task (2, 5, 6, 7 untested) and of a translation task (7 tested) say the same words."""
+    from qd.report.claims.registry import CLAIMS, spec_of
+
+    write_grid(tmp_path / "c", grid_cells(dq4=94.9))
+    per_task = {"t": check_claims(_evidence(tmp_path / "c"))}
+    per_task["mt"] = check_claims(_translation(tmp_path / "m", lambda h: list(h), lambda h: list(h)))
+    md = claims_markdown(per_task, "syn", CFG, {})
+    frame = claims_frame(per_task)
+    seen = set()
+    for task, claims in per_task.items():
+        for c in claims:
+            assert c.statement == spec_of(c.number).statement
+            assert f"| {c.number} | {c.statement} |" in md
+            seen.add((c.number, c.verdict == NOT_TESTED))
+    assert {("5", True), ("6", True), ("7", True), ("7", False), ("1", False)} <= seen
+    assert set(frame.groupby("claim")["statement"].nunique()) == {1}
+    assert len({s.statement for s in CLAIMS}) == len(CLAIMS) and len({s.number for s in CLAIMS}) == len(CLAIMS)
+    # every threshold a claim names is a setting of the report block
+    assert {k for s in CLAIMS for k in s.keys} <= set(CFG)

@@ -13,7 +13,8 @@ from qd.models.convnet import convnet
 from qd.quant import QuantCodes, decode, encode_uniform
 from qd.report.build import report_settings
 from qd.report.integer import (channel_layout, check_integer_model, check_line, integer_layer, integer_logits,
-                               integer_output, Accumulators, per_channel_model, quantized_layers, weight_depth)
+                               integer_output, Accumulators, per_channel_model, quantized_layers)
+from qd.report.claims.speed import weight_depth
 from qd.report.stats import FAIL, INCONCLUSIVE, PASS
 
 CFG = {**report_settings(None), "bootstrap_samples": 500}

@@ -1,12 +1,18 @@
-"""qd/gpu_slots.py without GPUs: the device count is given, the environment is a dict, locks in tmp_path."""
+"""qd/gpu_slots.py without GPUs: the device count is given, the environment is a dict, locks in tmp_path;
+the count itself is read from a stand-in NVML and /proc listing, and checked against nvidia-smi where there is one."""
+import ctypes
 import os
+import shutil
 import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
+from qd import gpu_slots
 from qd.gpu_slots import ENV, gpu_count, gpu_slot, try_claim
 
 
@@ -93,8 +99,77 @@ def test_sets_and_restores_the_process_environment(tmp_path, monkeypatch):
     assert ENV not in os.environ
 
 
-def test_gpu_count_is_a_count_without_touching_cuda():
-    n = gpu_count()
-    assert isinstance(n, int) and n >= 0
+class FakeNvml:
+    """libnvidia-ml as ``gpu_count`` calls it: init status, a device count written through the pointer."""
+
+    def __init__(self, count: int, init_status: int = 0):
+        self.count, self.init_status, self.shut_down = count, init_status, False
+
+    def nvmlInit_v2(self) -> int:
+        return self.init_status
+
+    def nvmlDeviceGetCount_v2(self, ref) -> int:
+        ref._obj.value = self.count
+        return 0
+
+    def nvmlShutdown(self) -> int:
+        self.shut_down = True
+        return 0
+
+
+def _machine(monkeypatch, tmp_path, nvml: FakeNvml | None, proc_gpus: list[str] | None) -> None:
+    """A machine whose NVML is ``nvml`` (None: no library) and whose driver lists ``proc_gpus`` under
+    /proc/driver/nvidia/gpus (None: no driver folder)."""
+    def cdll(name):
+        assert name == "libnvidia-ml.so.1"
+        if nvml is None:
+            raise OSError(f"{name}: cannot open shared object file")
+        return nvml
+
+    monkeypatch.setattr(gpu_slots, "ctypes", SimpleNamespace(CDLL=cdll, c_uint=ctypes.c_uint, byref=ctypes.byref))
+    proc = tmp_path / "proc-gpus"
+    if proc_gpus is not None:
+        proc.mkdir(parents=True)
+        for bus_id in proc_gpus:
+            (proc / bus_id).mkdir()
+    monkeypatch.setattr(gpu_slots, "Path",
+                        lambda p, *rest: proc if str(p) == "/proc/driver/nvidia/gpus" else Path(p, *rest))
+
+
+def test_gpu_count_reads_nvml_first(monkeypatch, tmp_path):
+    nvml = FakeNvml(3)
+    _machine(monkeypatch, tmp_path, nvml, ["0000:01:00.0"])  # NVML's count wins over the /proc listing
+    assert gpu_count() == 3
+    assert nvml.shut_down
+
+
+def test_gpu_count_falls_back_to_the_drivers_proc_entries(monkeypatch, tmp_path):
+    _machine(monkeypatch, tmp_path, FakeNvml(5, init_status=9), ["0000:01:00.0", "0000:41:00.0"])  # init fails
+    assert gpu_count() == 2
+    _machine(monkeypatch, tmp_path / "other", None, ["0000:01:00.0", "0000:41:00.0", "0000:81:00.0"])
+    assert gpu_count() == 3
+
+
+def test_gpu_count_is_zero_without_a_driver(monkeypatch, tmp_path):
+    _machine(monkeypatch, tmp_path, None, None)
+    assert gpu_count() == 0
+
+
+def _listed_by_nvidia_smi() -> int | None:
+    """GPUs ``nvidia-smi -L`` lists; 0 on a machine with no NVIDIA driver at all; None when it cannot tell."""
+    if not Path("/proc/driver/nvidia").exists() and shutil.which("nvidia-smi") is None:
+        return 0
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return sum(line.startswith("GPU ") for line in out.stdout.splitlines()) if out.returncode == 0 else None
+
+
+def test_gpu_count_on_this_machine_without_touching_cuda():
+    expected = _listed_by_nvidia_smi()
+    if expected is None:
+        pytest.skip("an NVIDIA driver folder but no working nvidia-smi to count its GPUs with")
+    assert gpu_count() == expected
     torch = sys.modules.get("torch")
     assert torch is None or not torch.cuda.is_initialized()

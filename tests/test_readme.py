@@ -10,11 +10,13 @@ import pytest
 from test_report_synthetic import grid_cells, write_grid
 
 from qd.report.build import report_settings
-from qd.report.claims import Evidence, check_claims, claims_frame
+from qd.report.claims.base import Evidence
+from qd.report.claims.page import claims_frame
+from qd.report.claims.registry import check_claims
 from qd.report.collect import aggregate, collect
 from qd.report.paper import PaperTargets
-from qd.report.readme import (benchmark_record, main, outdated, render_section, rendered, save_benchmark,
-                              section_benchmarks, sections, within_budget)
+from qd.report.benchmark import benchmark_record, save_benchmark
+from qd.report.readme import main, outdated, render_section, rendered, section_benchmarks, sections, within_budget
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -147,6 +147,9 @@ def test_cells_and_units(tmp_path):
 def test_pareto_front_by_hand():
     front = pareto_front(pd.Series([1.0, 2.0, 3.0, 4.0, 2.0]), pd.Series([50.0, 60.0, 55.0, 70.0, 40.0]))
     assert list(zip(front["size"], front["acc"])) == [(1.0, 50.0), (2.0, 60.0), (4.0, 70.0)]
+    # an error (lower is better): the smallest model's 0.5 is beaten only by a larger one with less
+    front = pareto_front(pd.Series([1.0, 2.0, 3.0, 4.0]), pd.Series([0.5, 0.6, 0.3, 0.4]), higher_is_better=False)
+    assert list(zip(front["size"], front["acc"])) == [(1.0, 0.5), (3.0, 0.3)]
 
 
 def test_report_files_follow_the_task_kind(tmp_path):
@@ -202,8 +205,9 @@ def _classification_folder(results: Path) -> None:
                         size_on_disk=1.0, size_fp32=1.0)
         size = export_artefact(results / run / "model.qda", net.state_dict(), codes, header)
         row = json.loads((results / run / "metrics.json").read_text())
+        # what the run's spec resolves from the method: DQ's points are not an even grid
         row.update(size_on_disk=size, size_fp32=4.0 * sum(p.numel() for p in net.parameters()),
-                   size_analytic=0.8 * size)
+                   size_analytic=0.8 * size, uniform_grid=(method != "dq") if bits else None)
         (results / run / "metrics.json").write_text(json.dumps(row))
         pd.DataFrame({"index": range(300), "label": y.numpy(), "prediction": pred}).to_csv(
             results / run / "test_outputs.csv", index=False)
@@ -296,3 +300,48 @@ def test_qd_compare_without_run_folders_says_what_is_missing(tmp_path, capsys):
     assert compare_main(["--method", "lsq", "--results", str(tmp_path / "results" / "demo")]) == 1
     err = capsys.readouterr().err
     assert "no finished runs under" in err and "run the workflow first" in err and "_compare.md" in err
+
+
+LABELS = {"lsq": "LSQ", "qd": "QD as configured"}  # what the runs' specs resolved (a config override for qd)
+REGRESSION_MODULE = '''
+from qd.tasks import TaskInfo
+
+INFO = TaskInfo("regress", "regress_task:Regress", "mse", False, "mse", False, ("mse",), "test MSE")
+'''
+
+
+@pytest.mark.slow
+def test_build_report_on_a_task_kind_of_its_own(tmp_path, monkeypatch):
+    """A kind the suite does not ship (mean squared error, lower is better, no per-example outputs, no
+    weight checks, not recurrent) flows through the summary, tables, figures and claims; its claims read
+    lower as better and fall back to the spread over seeds."""
+    (tmp_path / "regress_task.py").write_text(REGRESSION_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    results, figures = tmp_path / "results" / "syn", tmp_path / "figures" / "syn"
+    mse = {("teacher", "fp", None, None): 0.20, ("s", "fp", None, None): 1.00, ("s", "distill", None, None): 0.50,
+           ("s", "pm", 4, 256): 0.60, ("s", "pm", 4, None): 0.90, ("s", "qd", 4, 256): 0.52,
+           ("s", "dq", 4, 256): 0.55, ("s", "lsq", 4, 256): 0.58}
+    for (model, method, bits, bucket), value in mse.items():
+        for seed in (0, 1):
+            history = pd.DataFrame({"epoch": [1, 2], "train_loss": [2.0, 1.0], "test_mse": [2 * value, value]})
+            write_run(results, "r", model, method, bits, bucket, seed, kind="regress", dataset="waves",
+                      history=history, metrics={"mse": value + 0.01 * (2 * seed - 1), "primary_metric": "mse",
+                                                "task_entry": "regress_task:Regress", "n_test": 100,
+                                                "method_label": LABELS.get(method)})
+    files = build_report(results, figures, {"report": {"bootstrap_samples": 200}}, TARGETS_FILE)
+    assert files == report_files(results, figures, {"r": {"kind": "regress", "entry": "regress_task:Regress"}})
+    assert all(p.exists() for p in files), [p for p in files if not p.exists()]
+    assert "r_integer.md" not in {p.name for p in files} and (results / "tables" / "r_mse.md").exists()
+    claims = pd.read_csv(results / "claims.csv", dtype={"claim": str}).set_index("claim")
+    # distilled 0.50 against normal 1.00: lower is better, so distillation helps by +0.50
+    assert claims.loc["3a", "verdict"] == "PASS" and claims.loc["3a", "estimate"] == pytest.approx(0.5)
+    assert "bootstrap over seeds" in (results / "claims.md").read_text()
+    assert claims.loc["3c", "verdict"] == "PASS"  # bucketed PM 0.60 below unbucketed 0.90
+    assert (claims.loc[["5", "6", "7"], "verdict"] == "NOT TESTED").all()
+    compare = pd.read_csv(results / "tables" / "r_compare.csv")
+    assert list(compare["method"]) == ["lsq"] and compare.loc[0, "vs qd"] == "no per-example outputs"
+    # labels come from the rows: a config's override of the paper's method's label reaches the table
+    table = pd.read_csv(results / "tables" / "r_mse.csv", index_col=0)
+    assert table.loc["LSQ", "s · 4-bit"].startswith("0.58 ± 0.01 (n=2)")
+    assert table.loc["QD as configured", "s · 4-bit"].startswith("0.52 ± 0.01 (n=2)")
+    assert "Quantized distillation" not in table.index

@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from qd.report.collect import aggregate, collect, correctness, hypotheses
+from qd.report.collect import aggregate, collect
+from qd.tasks.outputs import correctness, hypotheses
 
 PRESET = "syn"
 

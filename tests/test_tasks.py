@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from qd.distill import distillation_loss
-from qd.run import RunContext
+from qd.methods.contract import RunContext
 from qd.tasks import TASKS, load_task, task_info
 from qd.tasks.classification import Classification
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -25,6 +26,36 @@ ROW_FIELDS = {
     "size_analytic", "huffman_bits_per_weight", "epochs", "reporting_rule", "teacher_id", "config_hash",
     "code_version", "torch", "python", "device", "wall_time",
 }
+VERDICTS = {"PASS", "FAIL", "INCONCLUSIVE", "NOT COMPARABLE", "NOT TESTED"}
+# the tiny preset's uniformly quantized students (DQ's learned points are no even grid): claim 5 runs these
+UNIFORM = {f"digits/student3/{m}/seed0" for m in ("pm/b2-d256", "pm/b2-nobucket", "qt/b2-d256", "qd/b2-d256")}
+
+
+def _interval_verdict(low: float, high: float, threshold: float) -> str:
+    """A paired difference against its threshold: PASS when the whole interval clears it, FAIL when all
+    of it misses (or it is the threshold itself), INCONCLUSIVE when the threshold lies inside."""
+    if low > threshold:
+        return "PASS"
+    if high < threshold or low == high == threshold:
+        return "FAIL"
+    return "INCONCLUSIVE"
+
+
+def _every_cell_must_hold(verdicts) -> str:
+    v = list(verdicts)
+    return "FAIL" if "FAIL" in v else ("PASS" if all(x == "PASS" for x in v) else "INCONCLUSIVE")
+
+
+def _claims(results: Path) -> pd.DataFrame:
+    return pd.read_csv(results / "claims.csv", dtype={"claim": str}).set_index("claim")
+
+
+def _thresholds(root: Path) -> dict:
+    """The report block's defaults (the tiny config sets none)."""
+    import yaml
+
+    schema = yaml.safe_load((root / "workflow" / "schemas" / "report.schema.yaml").read_text())
+    return {k: v["default"] for k, v in schema["properties"].items() if "default" in v}
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +81,9 @@ def test_summary_has_one_row_per_planned_run(tiny_run):
     # students that read the teacher carry its hash; the others do not
     assert df.loc[df["method"].isin(["distill", "qd"]), "teacher_id"].notna().all()
     assert df.loc[df["method"].isin(["fp", "qt"]), "teacher_id"].isna().all()
+    # the method's own word on its grid: DQ's learned points are not uniform, the other quantizers' are
+    assert q.set_index("method")["uniform_grid"].astype(bool).to_dict() == {"pm": True, "qt": True, "qd": True,
+                                                                            "dq": False}
 
 
 def test_metrics_row_matches_its_folder(tiny_run):
@@ -72,11 +106,45 @@ def test_tables_claims_and_figures(tiny_run):
     summary = pd.read_csv(results / "summary.csv")
     acc = summary.loc[(summary["method"] == "qd"), "accuracy"].iloc[0]
     assert cell.startswith(f"{acc:.2f} · ")
-    claims = (results / "claims.md").read_text()
-    for n in ("| 1 |", "| 3a |", "| 3b |", "| 3c |", "| 5 |", "| 6 |"):
-        assert n in claims
-    verdicts = sum(claims.count(f"**{v}**") for v in ("PASS", "FAIL", "INCONCLUSIVE", "NOT COMPARABLE"))
-    assert verdicts >= 6
+    claims = _claims(results)
+    assert list(claims.index) == ["1", "2a", "2b", "2c", "3a", "3b", "3c", "4a", "4b", "5", "6", "7"]
+    assert set(claims["task"]) == {"digits"} and set(claims["verdict"]) <= VERDICTS
+    # claims.md shows each claim with the verdict claims.csv records, in its table and its section
+    md = (results / "claims.md").read_text()
+    rows = dict(re.findall(r"^\| (\w+) \| .*? \| \*\*([A-Z ]+)\*\*", md, re.MULTILINE))
+    assert rows == claims["verdict"].to_dict()
+    sections = dict(re.findall(r"^### Claim (\w+): ([A-Z ]+)$", md, re.MULTILINE))
+    assert sections and all(claims.loc[n, "verdict"] == v for n, v in sections.items())
+    # 2 bits only and no translation task: the 4-bit claims and claim 7 have nothing to test
+    for n in ("1", "3c", "4a", "7"):
+        assert claims.loc[n, "verdict"] == "NOT TESTED", n
+    # the paired claims: the difference of the two runs' accuracies, decided by its interval
+    report = _thresholds(tiny_run)
+
+    def accuracy(method, bucket=None):
+        run = summary[(summary["model"] == "student3") & (summary["method"] == method)]
+        run = run[run["bucket"].isna()] if bucket is None else run[run["bucket"] == bucket]
+        assert len(run) == 1
+        return run["accuracy"].iloc[0]
+
+    paired = {"3a": ("student3", accuracy("distill") - accuracy("fp"), report["distill_min_gain"]),
+              "3b": ("student3 2-bit", accuracy("qd", 256) - accuracy("pm", 256), report["qd_vs_pm_min_gap_2bit"]),
+              "4b": ("student3 2-bit", accuracy("qd", 256) - accuracy("dq", 256), report["qd_vs_dq_min_gap_2bit"])}
+    for n, (where, difference, threshold) in paired.items():
+        c = claims.loc[n]
+        assert (c["where"], c["threshold"]) == (where, threshold), n
+        assert c["estimate"] == pytest.approx(difference, abs=1e-6), n
+        assert c["low"] <= c["estimate"] <= c["high"], n
+        assert c["verdict"] == c["measured"] == _interval_verdict(c["low"], c["high"], threshold), n
+    # claim 5: every uniformly quantized student run from its integer codes, and only those
+    integer = pd.read_csv(results / "tables" / "digits_integer.csv")
+    assert set(integer["run"]) == UNIFORM and len(integer) == len(UNIFORM)
+    assert set(integer["verdict"]) <= VERDICTS
+    assert claims.loc["5", "verdict"] == _every_cell_must_hold(integer["verdict"])
+    # claim 6: the PM student's layers at the one bit width the preset runs
+    noise = pd.read_csv(results / "tables" / "digits_noise.csv")
+    assert len(noise) > 0 and set(noise["model"]) == {"student3"} and set(noise["bits"]) == {2}
+    assert claims.loc["6", "verdict"] == _every_cell_must_hold(noise["verdict"])
     for name in ("accuracy_vs_bits", "accuracy_vs_size", "training_curves"):
         png = (figures / f"digits_{name}.png").read_bytes()
         assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
@@ -126,15 +194,25 @@ def test_new_temperature_reruns_the_distilled_runs_and_what_derives_from_them(ti
 
 
 def test_console_shows_one_short_line_per_job(tiny_run):
+    """Each job's line names its files (spec, output, declared inputs) and carries no configuration."""
+    import shlex
+
     log = sorted((tiny_run / ".snakemake" / "log").glob("*.snakemake.log"))[0].read_text()
     commands = [line.strip().removeprefix("Shell command: ") for line in log.splitlines()
                 if line.strip().removeprefix("Shell command: ").startswith("qd ")]
-    assert commands and all(len(c) < 200 for c in commands)
-    train = next(c for c in commands if c.startswith("qd train"))
-    assert train.startswith("qd train --spec results/tiny/.specs/") and " --out results/tiny/digits/" in train
-    spec = json.loads((tiny_run / train.split()[3]).read_text())
-    run = tiny_run / train.split()[5]
-    assert json.loads((run / "spec.json").read_text()) == spec  # the run keeps the spec it ran
+    assert commands
+    for c in commands:
+        words = shlex.split(c.split(" > ")[0])  # the redirection into the job's log is the shell's
+        assert all(len(w) < 100 and not set(w) & set("{}[]\n") for w in words), c
+    trains = [shlex.split(c.split(" > ")[0]) for c in commands if c.startswith("qd train ")]
+    assert len(trains) == 8  # one line per run
+    for words in trains:
+        flags = dict(zip(words[2::2], words[3::2]))
+        assert all(f.startswith("--") for f in flags) and len(words) % 2 == 0, words
+        assert flags["--spec"].startswith("results/tiny/.specs/") and flags["--out"].startswith("results/tiny/digits/")
+        spec = json.loads((tiny_run / flags["--spec"]).read_text())
+        run = tiny_run / flags["--out"]
+        assert json.loads((run / "spec.json").read_text()) == spec  # the run keeps the spec it ran
 
 
 def _finished(results: Path) -> dict[Path, int]:
@@ -220,8 +298,28 @@ def test_latency_columns_and_depth_table(tiny_run):
     depth = pd.read_csv(results / "tables" / "latency_depth.csv")
     assert list(depth.loc[depth["group"] == "imagenet", "model"]) == ["ResNet-34", "ResNet-18", "2xResNet-18"]
     assert (depth["median_ms"] > 0).all()
-    claims = (results / "claims.md").read_text()
-    assert "| 2a |" in claims and "| 2b |" in claims
+    # claim 2 on the timed ResNets: the speed-up and time ratio of the medians, decided over the IQRs
+    report = _thresholds(tiny_run)
+    claims = _claims(results)
+    t = depth[depth["group"] == "imagenet"].set_index("model")
+    deep, shallow, wide = (t.loc[m] for m in ("ResNet-34", "ResNet-18", "2xResNet-18"))
+
+    def ratio(num, den) -> tuple[float, float, float]:
+        lo = (num["median_ms"] - num["iqr_ms"] / 2) / (den["median_ms"] + den["iqr_ms"] / 2)
+        hi = (num["median_ms"] + num["iqr_ms"] / 2) / (den["median_ms"] - den["iqr_ms"] / 2)
+        return num["median_ms"] / den["median_ms"], lo, hi
+
+    speedup, lo, hi = ratio(deep, shallow)
+    need = report["speedup_fraction_of_depth"] * deep["depth"] / shallow["depth"]
+    assert claims.loc["2a", "summary"].startswith(f"speed-up {speedup:.2f} [{lo:.2f}, {hi:.2f}] vs >= {need:.2f}")
+    assert claims.loc["2a", "verdict"] == ("PASS" if lo >= need else "FAIL" if hi < need else "INCONCLUSIVE")
+    slower, lo, hi = ratio(wide, shallow)
+    most = report["wide_max_time_ratio"]
+    assert claims.loc["2b", "summary"].startswith(f"time ratio {slower:.2f} [{lo:.2f}, {hi:.2f}]")
+    assert claims.loc["2b", "verdict"] == ("PASS" if hi <= most else "FAIL" if lo > most else "INCONCLUSIVE")
+    # claim 2c: the one student against the teacher, timed by the timing job
+    assert claims.loc["2c", "verdict"] in {"PASS", "FAIL", "INCONCLUSIVE"}
+    assert claims.loc["2c", "summary"] == f"{int(claims.loc['2c', 'verdict'] == 'PASS')} of 1 students hold"
 
 
 def test_checked_out_depth_timing_is_timed_again(tiny_run, tmp_path):

@@ -1,5 +1,7 @@
 """Datasets as prepared tensors: ``prepare`` writes one file per task, ``load_splits`` reads it back.
 
+Each dataset is a module under qd/data/ that declares itself (``DATASETS = {name: {...}}``, read by
+``qd.tasks.datasets`` without importing it): a new dataset of an existing kind needs no other edit.
 A prepared file holds the train / val / test tensors (normalised images, integer labels) and the
 dataset's shape, so training jobs never touch the raw data or its loaders' dependencies.
 
@@ -13,9 +15,6 @@ from pathlib import Path
 import torch
 
 from qd.errors import DataMissing
-
-DATASETS = ("digits", "cifar10", "cifar100")
-
 
 @dataclass
 class Splits:
@@ -52,21 +51,11 @@ def with_official_test(train: tuple, test: tuple, spec: dict, meta: dict) -> Spl
 
 
 def prepare(spec: dict) -> Splits:
-    """Build the splits a task's ``dataset`` block describes (the datasets held in memory)."""
-    name = spec["name"]
-    if name == "digits":
-        from qd.data.digits import digits_splits
+    """Build the splits a task's ``dataset`` block describes (the datasets held in memory): the module
+    under qd/data/ that declares the dataset in its ``DATASETS`` builds them (``qd.tasks.datasets``)."""
+    from qd.tasks import dataset_builder
 
-        return digits_splits(spec)
-    if name == "cifar10":
-        from qd.data.cifar import cifar10_splits
-
-        return cifar10_splits(spec)
-    if name == "cifar100":
-        from qd.data.cifar100 import cifar100_splits
-
-        return cifar100_splits(spec)
-    raise ValueError(f"unknown dataset {name!r}; known: {DATASETS}")
+    return dataset_builder(spec["name"], spec.get("kind"))(spec)
 
 
 def save_splits(splits: Splits, path: str | Path) -> None:

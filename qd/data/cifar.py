@@ -26,6 +26,11 @@ import torch
 
 from qd.data import DataMissing, Splits, with_official_test
 
+# what qd.tasks reads of this module without importing it (a literal: see qd.tasks.declared)
+DATASETS = {"cifar10": {"kind": "classification", "build": "cifar10_splits",
+                        "keys": ["root", "download", "split_seed", "val_fraction", "train_limit"],
+                        "sizes": [50_000, 10_000]}}
+
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 # the paper's CIFAR-10 normalisation (official code): mean = std = 0.5 per channel
 MEAN = STD = (0.5, 0.5, 0.5)

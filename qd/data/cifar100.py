@@ -25,6 +25,12 @@ import torch
 from qd.data import DataMissing, Splits, with_official_test
 from qd.data.cifar import read_image, verify
 
+# what qd.tasks reads of this module without importing it (a literal: see qd.tasks.declared)
+# shape: image size, classes, training images per epoch with the schema's val_fraction 0.1
+DATASETS = {"cifar100": {"kind": "classification", "build": "cifar100_splits",
+                         "keys": ["root", "download", "split_seed", "val_fraction", "train_limit"],
+                         "sizes": [50_000, 10_000], "shape": [32, 100, 45_000]}}
+
 # the official code's CIFAR-100 normalisation (datasets/CIFAR100.py)
 MEAN = (0.5071, 0.4867, 0.4408)
 STD = (0.2675, 0.2565, 0.2761)

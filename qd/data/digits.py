@@ -5,6 +5,10 @@ import torch
 
 from qd.data import Splits, random_split
 
+# what qd.tasks reads of this module without importing it (a literal: see qd.tasks.declared)
+DATASETS = {"digits": {"kind": "classification", "build": "digits_splits",
+                       "keys": ["split_seed", "val_fraction", "test_fraction", "train_limit"]}}
+
 # the paper's CIFAR-10 normalisation: mean = std = 0.5 per channel, applied to [0, 1] pixels
 MEAN = STD = 0.5
 

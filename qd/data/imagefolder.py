@@ -41,6 +41,13 @@ from torch.utils.data import DataLoader, Dataset
 
 from qd.data import DataMissing, random_split
 
+# what qd.tasks reads of this module without importing it (a literal: see qd.tasks.declared)
+# shape: image size, classes, training images per epoch with the schema's val_fraction 0.1
+DATASETS = {"imagenet": {"kind": "classification", "build": "prepare_image_folder", "streamed": True,
+                         "keys": ["root", "train_dir", "test_dir", "split_seed", "val_fraction", "train_limit",
+                                  "image_size", "resize", "augmentation"],
+                         "sizes": [1_281_167, 50_000], "shape": [224, 1000, 1_153_050]}}
+
 INDEX = "images.csv.gz"
 SPLITS = ("train", "val", "test")
 # ImageNet statistics of the official code (fb.resnet.torch's): mean/std and the RGB PCA for lighting

@@ -29,8 +29,8 @@ OPTIONS = {
 def absmax_qd(ctx):
     import torch
 
+    from qd.methods.contract import RunResult, load_codes
     from qd.quantizers.layouts import integer_codes, level_values, to_groups
-    from qd.run import RunResult, load_codes
     from qd.ste import straight_through, substituted_forward
     from qd.train import Fit
 

@@ -1,11 +1,19 @@
 """Full-precision baselines: a student trained on the task's own loss (``fp``) or distilled (``distill``)."""
 from __future__ import annotations
 
-from qd.run import RunContext, RunResult
-from qd.train import Fit
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from qd.methods.contract import RunContext, RunResult
+
+# torch and the run's contract are imported inside the functions: the registry imports this module
+# while the workflow builds its DAG (qd.methods.registry.plugin), which must stay torch-free
 
 
 def _train(ctx: RunContext, teacher) -> RunResult:
+    from qd.methods.contract import RunResult
+    from qd.train import Fit
+
     model = ctx.new_model()
     forward = ctx.compiled(model)
     fit = Fit(params=list(model.parameters()), loss=ctx.objective(forward, teacher), evaluate=ctx.evaluator(forward),

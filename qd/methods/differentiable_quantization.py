@@ -15,17 +15,29 @@ statistics follow the quantized weights (official code).
 """
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
-from qd.quant import encode_nonuniform, quantile_points, quantize_nonuniform, uniform_points
-from qd.run import RunContext, RunResult, load_codes
-from qd.ste import substituted_forward
-from qd.train import Fit
+if TYPE_CHECKING:
+    import torch
+
+    from qd.methods.contract import RunContext, RunResult
+
+# torch and the run's contract are imported inside the functions: the registry imports this module
+# while the workflow builds its DAG (qd.methods.registry.plugin), which must stay torch-free
+
+
+def PROPERTIES(options: dict) -> dict:  # noqa: N802 - the registry reads a module attribute of this name
+    """What dq reads besides its registry entry (qd.methods.registry.BUILTIN): the distillation loss
+    unless ``use_distillation`` is off, toward the task's teacher only with ``distill_from: teacher``."""
+    distills = options.get("use_distillation", True)
+    return {"distills": distills, "needs_teacher": distills and options.get("distill_from") == "teacher"}
 
 
 def gradient_norms(model, names: list[str], task, n_batches: int, batch_size: int) -> list[float]:
     """L2 norm of each named parameter's gradient of the task's own loss (no distillation), averaged
     over the first ``n_batches`` training batches in order (the official code's 'fisher information')."""
+    import torch
+
     params = dict(model.named_parameters())
     grads = {n: torch.zeros_like(params[n]) for n in names}
     was_training = model.training
@@ -64,6 +76,8 @@ def redistribute_points(budgets: list[int], grad_norms: list[float]) -> list[int
 
 
 def initial_points(w: torch.Tensor, n_points: int, init: str, bucket_size: int | None) -> torch.Tensor:
+    from qd.quant import quantile_points, uniform_points
+
     if init == "quantiles":
         return quantile_points(w, n_points, bucket_size)
     if init == "uniform":
@@ -72,6 +86,13 @@ def initial_points(w: torch.Tensor, n_points: int, init: str, bucket_size: int |
 
 
 def differentiable_quantization(ctx: RunContext) -> RunResult:
+    import torch
+
+    from qd.methods.contract import RunResult, load_codes
+    from qd.quant import encode_nonuniform, quantize_nonuniform
+    from qd.ste import substituted_forward
+    from qd.train import Fit
+
     opts = ctx.spec["method"]["options"]
     model = ctx.source_copy()
     frozen = ctx.source_copy().eval()  # the unquantized student: the 'self' teacher

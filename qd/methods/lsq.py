@@ -41,7 +41,7 @@ def PROPERTIES(options: dict) -> dict:  # noqa: N802 - the registry reads a modu
 
 def lsq(ctx):
     from qd.quantizers.lsq import LSQQuantizers
-    from qd.run import RunResult, load_codes
+    from qd.methods.contract import RunResult, load_codes
     from qd.ste import substituted_forward
     from qd.train import Fit
 

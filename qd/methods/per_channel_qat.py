@@ -51,7 +51,7 @@ class _Channels:
 
 
 def per_channel_qat(ctx):
-    from qd.run import RunResult, load_codes
+    from qd.methods.contract import RunResult, load_codes
     from qd.ste import substituted_forward
     from qd.train import Fit
 

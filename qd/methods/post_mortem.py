@@ -4,10 +4,18 @@ The source is the distilled full-precision student (official code); run with and
 """
 from __future__ import annotations
 
-from qd.run import RunContext, RunResult, load_codes
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from qd.methods.contract import RunContext, RunResult
+
+# torch and the run's contract are imported inside the functions: the registry imports this module
+# while the workflow builds its DAG (qd.methods.registry.plugin), which must stay torch-free
 
 
 def post_mortem(ctx: RunContext) -> RunResult:
+    from qd.methods.contract import RunResult, load_codes
+
     model = ctx.source_copy()
     quantizer = ctx.uniform_quantizer()
     params = dict(model.named_parameters())

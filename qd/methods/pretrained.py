@@ -8,11 +8,19 @@ torchvision's file name; default torch hub's cache) and ``download``.
 """
 from __future__ import annotations
 
-from qd.pretrained import load_pretrained
-from qd.run import RunContext, RunResult
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from qd.methods.contract import RunContext, RunResult
+
+# torch and the run's contract are imported inside the functions: the registry imports this module
+# while the workflow builds its DAG (qd.methods.registry.plugin), which must stay torch-free
 
 
 def pretrained(ctx: RunContext) -> RunResult:
+    from qd.methods.contract import RunResult
+    from qd.pretrained import load_pretrained
+
     opts = ctx.spec["method"]["options"]
     model, record = load_pretrained(ctx.spec["model"]["name"], opts.get("weights"), opts.get("download", False))
     return RunResult(model.to(ctx.device),

@@ -9,13 +9,20 @@ as the official code did.
 from __future__ import annotations
 
 from functools import partial
+from typing import TYPE_CHECKING
 
-from qd.run import RunContext, RunResult, load_codes
-from qd.ste import quantized_forward
-from qd.train import Fit
+if TYPE_CHECKING:
+    from qd.methods.contract import RunContext, RunResult
+
+# torch and the run's contract are imported inside the functions: the registry imports this module
+# while the workflow builds its DAG (qd.methods.registry.plugin), which must stay torch-free
 
 
 def _train_quantized(ctx: RunContext, distill: bool) -> RunResult:
+    from qd.methods.contract import RunResult, load_codes
+    from qd.ste import quantized_forward
+    from qd.train import Fit
+
     model = ctx.new_model()
     quantizer = ctx.uniform_quantizer()
     forward = partial(quantized_forward, model, {name: quantizer for name in ctx.quantized_names(model)})

@@ -12,8 +12,12 @@ A third-party method is one module listed in the config by its entry point::
 The module declares ``PROPERTIES`` (what :class:`MethodInfo` holds: quantized, needs_teacher, source,
 trains, distills, label, uniform_grid, granularity; the config may override each) and ``OPTIONS`` (the
 JSON schema of its own options, validated with the config). The function receives a
-:class:`qd.run.RunContext` and returns a :class:`qd.run.RunResult`. docs/adding-a-method.md walks
-through one.
+:class:`qd.methods.contract.RunContext` and returns a :class:`qd.methods.contract.RunResult`.
+docs/adding-a-method.md walks through one.
+
+A built-in method's module may declare ``PROPERTIES`` too (``dq``: whether it distills depends on its
+options); :func:`method_info` is the one resolver of a method's properties: ``qd.config.run_spec``
+calls it when a run's spec is written and the spec carries the result (``spec["method"]["info"]``).
 """
 from __future__ import annotations
 
@@ -45,8 +49,9 @@ BUILTIN = {
                      "Quantized training"),
     "qd": MethodInfo("qd", "qd.methods.quantized_distillation:quantized_distillation", True, True, None,
                      "Quantized distillation", distills=True),
+    # needs_teacher and distills: declared by its module as a function of its options (PROPERTIES)
     "dq": MethodInfo("dq", "qd.methods.differentiable_quantization:differentiable_quantization", True, False,
-                     "distill", "Differentiable quantization", distills=True, uniform_grid=False),
+                     "distill", "Differentiable quantization", uniform_grid=False),
     "pretrained": MethodInfo("pretrained", "qd.methods.pretrained:pretrained", False, False, None,
                              "Pretrained (torchvision V1)", trains=False),
 }
@@ -70,21 +75,17 @@ def plugin(entry: str) -> tuple[dict, dict]:
 
 
 def method_info(name: str, options: dict) -> MethodInfo:
-    """The registry entry of ``name``, adjusted by its config options (custom methods included)."""
-    if name in BUILTIN and "entry" not in options:
-        base = BUILTIN[name]
-        needs_teacher, distills = base.needs_teacher, base.distills
-        if name == "dq":
-            distills = options.get("use_distillation", True)
-            needs_teacher = distills and options.get("distill_from") == "teacher"
-        return MethodInfo(name, base.entry, base.quantized, needs_teacher, options.get("source", base.source),
-                          base.label, base.trains, distills)
-    if "entry" not in options:
+    """What method ``name`` is, from its config options: its registry entry (a built-in's, else the
+    defaults), what its module declares (``PROPERTIES``), and the config's overrides of each, in that order."""
+    builtin = BUILTIN.get(name)
+    entry = options.get("entry") or (builtin.entry if builtin else None)
+    if entry is None:
         raise KeyError(name)
-    declared = plugin(options["entry"])[0]
-    props = {**(declared(options) if callable(declared) else declared),
-             **{k: options[k] for k in PROPERTY_KEYS if k in options}}
+    props = {k: getattr(builtin, k) for k in PROPERTY_KEYS} if builtin and builtin.entry == entry else {}
+    declared = plugin(entry)[0]
+    props.update(declared(options) if callable(declared) else declared)
+    props.update({k: options[k] for k in PROPERTY_KEYS if k in options})
     needs_teacher = props.get("needs_teacher", False)
-    return MethodInfo(name, options["entry"], props.get("quantized", False), needs_teacher, props.get("source"),
+    return MethodInfo(name, entry, props.get("quantized", False), needs_teacher, props.get("source"),
                       props.get("label", name), props.get("trains", True), props.get("distills", needs_teacher),
                       props.get("uniform_grid", True), props.get("granularity", "bucket"))

@@ -1,19 +1,21 @@
-"""Collect every finished run's ``metrics.json`` into one table, aggregate over seeds, and read the
-per-example test outputs the paired tests need.
+"""Collect every finished run's ``metrics.json`` into one table and aggregate over seeds.
 
 A run folder is ``<results>/<task>/<model>/<method>/<variant>/seed<k>/``. Rows written before task
-kinds existed carry no ``kind``: they are image classification.
+kinds existed carry no ``kind``: they are of the default kind (``qd.tasks.DEFAULT_KIND``). The
+per-example test outputs the paired tests read are the task kinds' business (``qd.tasks.outputs``).
+
+Try: ``pytest tests/test_report_synthetic.py``.
 """
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from qd.methods.registry import BUILTIN
-from qd.tasks import TASKS
+from qd.report import rows_info
+from qd.tasks import DEFAULT_KIND, TASKS
 
 KEYS = ["task", "dataset", "model", "method", "bits", "bucket"]
 # every metric of every task kind, plus sizes and latency; aggregate() keeps those present
@@ -22,7 +24,6 @@ METRICS = list(dict.fromkeys(
     + ["size_fp32", "size_analytic", "size_on_disk", "huffman_bits_per_weight", "params", "latency_median_ms",
        "latency_iqr_ms", "n_test", "wall_time"]))
 LATENCY_FILE = "latency.csv"
-OUTPUTS = {"classification": "test_outputs.csv", "translation": "test_hypotheses.txt"}
 
 
 def collect(results: Path) -> pd.DataFrame:
@@ -34,12 +35,12 @@ def collect(results: Path) -> pd.DataFrame:
     if df.empty:
         return df
     if "kind" not in df:
-        df["kind"] = "classification"
-    df["kind"] = df["kind"].fillna("classification")
-    unknown = sorted(set(df["kind"]) - set(TASKS))
-    if unknown:
-        raise ValueError(f"{results}: result rows of unknown task kind {unknown}; known: {sorted(TASKS)}")
-    primary = df["kind"].map(lambda k: TASKS[k].primary)
+        df["kind"] = DEFAULT_KIND
+    df["kind"] = df["kind"].fillna(DEFAULT_KIND)
+    try:
+        primary = df["task"].map({t: rows_info(g).primary for t, g in df.groupby("task")})
+    except ValueError as e:  # a kind neither built in nor named by the rows' task_entry
+        raise ValueError(f"{results}: {e}") from e
     df["primary_metric"] = df["primary_metric"].fillna(primary) if "primary_metric" in df else primary
     df = merge_latency(df, Path(results) / LATENCY_FILE)
     for col in ("bits", "bucket"):
@@ -61,9 +62,13 @@ def merge_latency(df: pd.DataFrame, path: Path) -> pd.DataFrame:
 
 
 def method_label(method: str, bucket, buckets_of_method: set, declared: str | None = None) -> str:
-    """Table/figure label (the registry's, or the one a plug-in declares); bucketing is named where a
-    method ran with several bucket settings."""
-    base = BUILTIN[method].label if method in BUILTIN else (declared if isinstance(declared, str) else method)
+    """Table/figure label: the one the rows carry (``method_label``, resolved with the config's
+    overrides when the run's spec was written), the registry's for rows without one; bucketing is named
+    where a method ran with several bucket settings."""
+    if isinstance(declared, str) and declared:
+        base = declared
+    else:
+        base = BUILTIN[method].label if method in BUILTIN else method
     if len(buckets_of_method) > 1 or method == "pm":
         base += " (no bucket)" if pd.isna(bucket) else f" (bucket {int(bucket)})"
     return base
@@ -71,7 +76,7 @@ def method_label(method: str, bucket, buckets_of_method: set, declared: str | No
 
 def aggregate(df: pd.DataFrame) -> pd.DataFrame:
     """Mean, std and number of seeds of every metric, per task/model/method/bits/bucket."""
-    present = [m for m in METRICS if m in df and pd.api.types.is_numeric_dtype(df[m])]
+    present = [m for m in metric_columns(df) if m in df and pd.api.types.is_numeric_dtype(df[m])]
     g = df.groupby(KEYS, dropna=False, sort=False)[present]
     out = g.mean().add_suffix("_mean").join(g.std(ddof=1).add_suffix("_std")).join(g.size().rename("n_seeds"))
     out = out.reset_index()
@@ -86,6 +91,22 @@ def aggregate(df: pd.DataFrame) -> pd.DataFrame:
     out["_rank"] = out["method"].map(lambda m: rank.get(m, len(rank)))
     out = out.sort_values(["task", "_rank", "label", "model", "bits"], na_position="first", kind="stable")
     return out.drop(columns="_rank").reset_index(drop=True)
+
+
+def metric_columns(df: pd.DataFrame) -> list[str]:
+    """:data:`METRICS` and, after them, the metrics of any other kind among the rows (a kind of its own file)."""
+    extra = []
+    for _, g in df.groupby("task", sort=False) if "task" in df else ():
+        info = rows_info(g)
+        extra += [info.primary, *info.metrics]
+    return list(dict.fromkeys(METRICS + extra))
+
+
+def main_bucket(rows: pd.DataFrame, method: str) -> int | None:
+    """The bucket size most configurations of ``method`` among ``rows`` (one task's) ran with: the one
+    the claims and comparisons take where a method ran with several."""
+    b = rows.loc[rows["method"] == method, "bucket"].dropna()
+    return int(b.mode().iloc[0]) if len(b) else None
 
 
 def labels_by_method(agg: pd.DataFrame) -> dict:
@@ -103,56 +124,3 @@ def runs_of(df: pd.DataFrame, task: str, model: str, method: str, bits=None, buc
     d = d[d["bits"].isna()] if bits is None else d[d["bits"] == bits]
     d = d[d["bucket"].isna()] if bucket is None or pd.isna(bucket) else d[d["bucket"] == bucket]
     return d.sort_values("seed")
-
-
-def correctness(results: Path, runs: list[str]) -> np.ndarray | None:
-    """(seeds, test examples) 0/1 array from each run's ``test_outputs.csv``; ``None`` when a run has none."""
-    rows = []
-    for run in runs:
-        path = Path(results) / run / OUTPUTS["classification"]
-        if not path.exists():
-            return None
-        t = pd.read_csv(path)
-        missing = {"index", "label", "prediction"} - set(t.columns)
-        if missing:
-            raise ValueError(f"{path}: missing columns {sorted(missing)}")
-        t = t.sort_values("index")
-        rows.append((t["label"].to_numpy() == t["prediction"].to_numpy()).astype(float))
-    if not rows:
-        return None
-    if len({len(r) for r in rows}) > 1:
-        raise ValueError(f"runs {runs} have test outputs of different lengths: not the same test set")
-    return np.stack(rows)
-
-
-def hypotheses(results: Path, runs: list[str]) -> list[list[str]] | None:
-    """One list of detokenised test hypotheses per run (``test_hypotheses.txt``); ``None`` when missing."""
-    out = []
-    for run in runs:
-        path = Path(results) / run / OUTPUTS["translation"]
-        if not path.exists():
-            return None
-        out.append(lines(path))
-    return out
-
-
-def lines(path: Path) -> list[str]:
-    """The lines of a UTF-8 text file, one per test example (a final newline ends the last line)."""
-    text = Path(path).read_text(encoding="utf-8")
-    parts = text.split("\n")
-    return parts[:-1] if text.endswith("\n") else parts
-
-
-def references(data_folder: Path) -> list[str] | None:
-    """The detokenised test references of a prepared translation dataset: the file the manifest names
-    under ``test_references``, else ``test_references.txt`` beside it; ``None`` when neither exists."""
-    folder = Path(data_folder)
-    name = "test_references.txt"
-    manifest = folder / "manifest.json"
-    if manifest.exists():
-        m = json.loads(manifest.read_text())
-        name = m.get("test_references") or m.get("files", {}).get("test_references") or name
-    path = folder / name
-    if not path.exists():
-        return None
-    return lines(path)

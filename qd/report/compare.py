@@ -2,11 +2,12 @@
 
 For each task, student and bit width the preset ran the method at, one row holds its primary metric
 beside PM (bucketed), quantized distillation and differentiable quantization at the same bits, and for
-each baseline the paired test of the difference over the test examples (McNemar's exact interval for
-one seed each, a paired bootstrap over examples and seeds for several; a paired bootstrap over
-sentences for BLEU): **better** or **worse** when the whole 95% interval lies on one side of zero,
-**within noise** when it contains zero. The report writes the same table for every method that is not
-one of the paper's (``tables/<task>_compare.md``).
+each baseline the paired test of the difference over the test examples, as the task kind pairs runs
+(``qd.report.paired``: McNemar's exact interval for one seed each, a paired bootstrap over examples
+and seeds for several; a paired bootstrap over sentences for BLEU): **better** or **worse** when the
+whole 95% interval lies on one side of zero, **within noise** when it contains zero (for a
+lower-is-better metric, **better** when the method's metric is lower). The report writes the same
+table for every method that is not one of the paper's (``tables/<task>_compare.md``, once per method).
 
 Try: ``qd compare --method lsq --preset demo``.
 """
@@ -18,40 +19,23 @@ from pathlib import Path
 
 import pandas as pd
 
-from qd.report.collect import collect, correctness, hypotheses, references, runs_of
-from qd.report.stats import paired_bleu_bootstrap, paired_difference
-from qd.tasks import TASKS
+from qd.config import data_folder
+from qd.io import atomic_write_text
+from qd.report import rows_info
+from qd.report.collect import collect, main_bucket, runs_of
+from qd.report.paired import paired_interval
 
 BASELINES = ("pm", "qd", "dq")
 PAPER_METHODS = ("fp", "distill", "pm", "qt", "qd", "dq", "pretrained")
 
 
-def _main_bucket(df: pd.DataFrame, task: str, method: str):
-    b = df.loc[(df["task"] == task) & (df["method"] == method), "bucket"].dropna()
-    return int(b.mode().iloc[0]) if len(b) else None
-
-
-def paired_interval(results: Path, df: pd.DataFrame, kind: str, task: str, a: list[str], b: list[str]):
-    """The interval of ``metric(a) - metric(b)`` for two lists of run folders (seeds), or None."""
-    if kind == "translation":
-        ha, hb = hypotheses(results, a), hypotheses(results, b)
-        refs = references(results / task / "data")
-        if ha is None or hb is None or refs is None:
-            return None
-        return paired_bleu_bootstrap(ha, hb, refs)
-    ca, cb = correctness(results, a), correctness(results, b)
-    if ca is None or cb is None:
-        return None
-    return paired_difference(ca, cb)
-
-
-def verdict_word(interval) -> str:
+def verdict_word(interval, higher_is_better: bool = True) -> str:
     if interval is None:
         return "no per-example outputs"
     if interval.low > 0:
-        return "better"
+        return "better" if higher_is_better else "worse"
     if interval.high < 0:
-        return "worse"
+        return "worse" if higher_is_better else "better"
     return "within noise"
 
 
@@ -71,22 +55,22 @@ def compare_method(results: Path, method: str, df: pd.DataFrame | None = None) -
                          f"{', '.join(sorted(df['method'].unique()))}")
     rows = []
     for (task, model, bits, bucket), g in mine.groupby(["task", "model", "bits", "bucket"], dropna=False, sort=True):
-        kind = g["kind"].iloc[0]
-        metric = TASKS[kind].primary
+        task_rows = df[df["task"] == task]
+        info = rows_info(task_rows)
+        metric = info.primary
         mine_runs = list(g.sort_values("seed")["run"])
         row = {"task": task, "student": model, "bits": int(bits) if pd.notna(bits) else None,
                method: g[metric].mean(), "seeds": len(g)}
         for base in BASELINES:
-            bucket_b = _main_bucket(df, task, base)
-            b = runs_of(df, task, model, base, bits, bucket_b)
+            b = runs_of(df, task, model, base, bits, main_bucket(task_rows, base))
             if b.empty:
                 row[base] = row[f"{base} diff"] = row[f"vs {base}"] = None
                 continue
-            interval = paired_interval(results, df, kind, task, mine_runs, list(b["run"]))
+            interval = paired_interval(info, results, mine_runs, list(b["run"]), data_folder(results, task))
             row[base] = b[metric].mean()
             row[f"{base} diff"] = row[method] - row[base]
-            row[f"vs {base}"] = (f"{verdict_word(interval)} [{interval.low:+.2f}, {interval.high:+.2f}]"
-                                 if interval is not None else verdict_word(None))
+            word = verdict_word(interval, info.higher_is_better)
+            row[f"vs {base}"] = f"{word} [{interval.low:+.2f}, {interval.high:+.2f}]" if interval is not None else word
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -101,6 +85,21 @@ def compare_markdown(table: pd.DataFrame, method: str, results: Path) -> str:
             "over the test examples (95% interval in brackets): better / worse when the interval lies on one "
             "side of 0, within noise when it contains 0.\n\n")
     return head + shown.to_markdown(index=False) + "\n"
+
+
+def write_comparisons(results: Path, df: pd.DataFrame, task: str) -> None:
+    """``tables/<task>_compare``: every method that is not the paper's against PM, QD and DQ (each
+    method's comparison computed once, for both the Markdown and the CSV)."""
+    tables = {m: compare_method(results, m, df) for m in other_methods(df)}
+    table = pd.concat([t.assign(method=m) for m, t in tables.items()], ignore_index=True) if tables \
+        else pd.DataFrame()
+    stem = Path(results) / "tables" / f"{task}_compare"
+    if table.empty:
+        body = "No method besides the paper's ran on this task: nothing to compare.\n"
+    else:
+        body = "\n".join(compare_markdown(t, m, results) for m, t in tables.items())
+    atomic_write_text(body, stem.with_suffix(".md"))
+    atomic_write_text(table.to_csv(index=False), stem.with_suffix(".csv"))
 
 
 def other_methods(df: pd.DataFrame) -> list[str]:

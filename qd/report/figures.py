@@ -111,19 +111,22 @@ def _paper_points(ax, paper, dataset: str, student: str, teacher: str, metric: s
     return shown
 
 
-def pareto_front(sizes: pd.Series, accs: pd.Series) -> pd.DataFrame:
-    """Points not beaten by any smaller-or-equal model with higher accuracy, by increasing size."""
-    pts = pd.DataFrame({"size": sizes, "acc": accs}).sort_values(["size", "acc"], ascending=[True, False])
+def pareto_front(sizes: pd.Series, accs: pd.Series, higher_is_better: bool = True) -> pd.DataFrame:
+    """Points not beaten by any smaller-or-equal model with a better metric (higher, or lower where lower
+    is better), by increasing size."""
+    sign = 1.0 if higher_is_better else -1.0
+    pts = pd.DataFrame({"size": sizes, "acc": accs, "score": sign * accs}).sort_values(
+        ["size", "score"], ascending=[True, False])
     best, keep = float("-inf"), []
     for r in pts.itertuples():
-        if r.acc > best:
+        if r.score > best:
             keep.append(r.Index)
-            best = r.acc
-    return pts.loc[keep]
+            best = r.score
+    return pts.loc[keep, ["size", "acc"]]
 
 
 def metric_vs_size(agg: pd.DataFrame, task: str, teacher: str, stem: Path, metric: str = "accuracy",
-                   label: str = "test accuracy (%)") -> list[Path]:
+                   label: str = "test accuracy (%)", higher_is_better: bool = True) -> list[Path]:
     """Every model of the task by the size of its file on disk and its primary metric, with the Pareto front."""
     _style()
     a = agg[agg["task"] == task].copy()
@@ -139,7 +142,7 @@ def metric_vs_size(agg: pd.DataFrame, task: str, teacher: str, stem: Path, metri
     for j, m in enumerate(models):
         if m != teacher:
             ax.scatter([], [], color="gray", marker=MARKERS[j % len(MARKERS)], label=m)
-    front = pareto_front(a["size_on_disk_mean"] / 1e3, a[mean])
+    front = pareto_front(a["size_on_disk_mean"] / 1e3, a[mean], higher_is_better)
     ax.step(front["size"], front["acc"], where="post", color="k", lw=0.8, alpha=0.6, label="Pareto front")
     ax.set_xscale("log")
     ax.set_xlabel("model file on disk (kB: Huffman-coded indices, bucket scales, fp32 rest)")

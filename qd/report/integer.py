@@ -34,7 +34,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from qd.quant import QuantCodes, decode, quantize_uniform, uniform_grid
+from qd.quant import QuantCodes, decode, quantize_uniform
 from qd.report.stats import FAIL, INCONCLUSIVE, PASS, Interval, clopper_pearson, combine, paired_difference
 
 INT32_MAX = 2**31 - 1
@@ -141,8 +141,9 @@ def integer_layer(c: QuantCodes) -> IntegerLayer:
 
 
 # ---------------------------------------------------------------------- the integer forward pass
-def _apply(module: nn.Module, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """``module``'s linear map (no bias) with another weight, in the dtype of ``x``."""
+def apply_weight(module: nn.Module, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """``module``'s linear map (no bias) with another weight, in the dtype of ``x`` (the integer path here,
+    the weight error of claim 6 in ``qd.report.noise``)."""
     if isinstance(module, nn.Linear):
         return F.linear(x, weight)
     conv = F.conv2d if isinstance(module, nn.Conv2d) else F.conv1d
@@ -183,7 +184,7 @@ def integer_output(module: nn.Module, layer: IntegerLayer, x: torch.Tensor, act_
     y = None
     for slots, w in layer.stacked(dtype):
         k = len(slots)
-        r = _apply(module, qx, w).double()
+        r = apply_weight(module, qx, w).double()
         r = r.view(r.shape[0], 2, k, out, *r.shape[2:])
         products, sums = r[:, 0], r[:, 1]  # exact integer sums over each segment: (batch, k, out, ...)
         acc.largest = max(acc.largest, float(products.abs().max()) if products.numel() else 0.0)
@@ -387,17 +388,6 @@ def check_rows(checks: list[IntegerCheck]) -> list[dict]:
             row[f"per_channel_{b}bit_difference"] = iv.estimate if iv else 0.0
         rows.append(row)
     return rows
-
-
-def weight_depth(model: nn.Module) -> int:
-    """Layers with weights, as the paper counts depth: conv and linear layers, and each layer of an LSTM."""
-    depth = 0
-    for m in model.modules():
-        if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear, nn.LSTMCell)):
-            depth += 1
-        elif isinstance(m, nn.LSTM):
-            depth += m.num_layers
-    return depth
 
 
 def load_run(path: Path):

@@ -31,7 +31,7 @@ import torch
 import torch.nn as nn
 
 from qd.quant import QuantCodes
-from qd.report.integer import LAYERS, _apply
+from qd.report.integer import LAYERS, apply_weight
 from qd.report.stats import FAIL, INCONCLUSIVE, PASS, combine
 
 ROUNDING_VARIANCE = {"deterministic": 1 / 12, "stochastic": 1 / 6}  # of one weight's error, in steps squared
@@ -135,8 +135,8 @@ def layer_noise(fp_model: nn.Module, quantized: dict[int, tuple[nn.Module, dict[
         def pre(mod, inp):
             xl = inp[0].detach().double()
             for bits, (err, var) in plan[lname].items():
-                e = _apply(mod, xl, err).flatten(1)
-                p = _apply(mod, xl * xl, var).flatten(1)
+                e = apply_weight(mod, xl, err).flatten(1)
+                p = apply_weight(mod, xl * xl, var).flatten(1)
                 if lname not in units:
                     k = min(cfg["noise_units"], e.shape[1])
                     units[lname] = torch.randperm(e.shape[1], generator=gen)[:k]

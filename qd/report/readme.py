@@ -18,7 +18,7 @@ repository, never a live run:
   workflow from ``results/<preset>/run.json`` where there is one (``scripts/run_record.py``);
 * ``paper:<preset>:<task>``: the paper-layout table, from ``results/<preset>/tables/<task>_paper.md``;
 * ``benchmarks`` or ``benchmark:<name>``: measured ratios against their budgets, from
-  ``benchmarks/results/<name>.json`` (written by :func:`write_benchmark_record`).
+  ``benchmarks/results/<name>.json`` (written by ``qd.report.benchmark.write_benchmark_record``).
 
 ``qd readme`` rewrites the sections of ``README.md`` and ``benchmarks/README.md``; ``qd readme
 --check`` only compares them and exits 1 naming each section that differs from its records (the
@@ -30,22 +30,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import re
-import shlex
-import subprocess
 import sys
 from collections.abc import Callable
-from datetime import date
 from pathlib import Path
 
 import pandas as pd
 
+from qd.report.benchmark import BENCHMARK_RESULTS
+
 BEGIN, END = "<!-- qd:begin {} -->", "<!-- qd:end {} -->"
 _SECTION = re.compile(r"<!-- qd:begin (?P<name>[^ ]+) -->\n(?P<body>.*?)<!-- qd:end (?P=name) -->", re.S)
 _MARKER = re.compile(r"<!-- qd:(begin|end) ([^ ]+) -->")
-BENCHMARK_RESULTS = Path("benchmarks") / "results"
 DOCS = ("README.md", "benchmarks/README.md")
 
 
@@ -67,19 +63,20 @@ def _fmt(v, digits=1) -> str:
 
 def section_table(root: Path, preset: str) -> str:
     """Primary metric per method x model x bits, one table per task (one decimal, mean over seeds)."""
+    from qd.report import rows_info
     from qd.report.collect import aggregate
-    from qd.tasks import TASKS
+    from qd.tasks import DEFAULT_KIND
 
     df = pd.read_csv(_read(root / "results" / preset / "summary.csv", f"table:{preset}"))
     for col in ("bits", "bucket"):
         df[col] = pd.to_numeric(df[col]).astype("Int64")
     if "kind" not in df:
-        df["kind"] = "classification"
+        df["kind"] = DEFAULT_KIND
     agg = aggregate(df)
     out = []
     for task in dict.fromkeys(df["task"]):
         t = df[df["task"] == task]
-        info = TASKS[t["kind"].iloc[0]]
+        info = rows_info(t)
         a = agg[agg["task"] == task]
         teacher = t.loc[t["role"] == "teacher", "model"].iloc[0]
         students = list(dict.fromkeys(t.loc[t["role"] == "student", "model"]))
@@ -230,58 +227,6 @@ def outdated(text: str, root: Path, source: str = "README") -> list[str]:
             bad.append(m["name"])
     sections(text, source)
     return bad
-
-
-# ---------------------------------------------------------------------- benchmark records
-def _git_describe(root: Path) -> str:
-    try:
-        out = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=12"], cwd=root, capture_output=True,
-                             text=True, timeout=10)
-        return out.stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-def machine() -> str:
-    """The machine in words: CPU architecture and name where the OS says it, and the core count."""
-    cpu = platform.processor() or platform.machine()
-    return f"{platform.system()} {cpu}, {os.cpu_count()} cores"
-
-
-def benchmark_record(benchmark: str, command: str, rows: list[dict], root: Path | None = None) -> dict:
-    """What a benchmark saves: its name, the command that reproduces it, the commit and machine, the
-    date, and rows ``{"what", "value", "unit", "budget", "better": "lower"|"higher", "digits"}``."""
-    root = Path(root or Path(__file__).resolve().parents[2])
-    for r in rows:
-        missing = {"what", "value"} - set(r)
-        if missing:
-            raise ValueError(f"benchmark {benchmark}: row {r} lacks {sorted(missing)}")
-    # the 1-minute load average when the record is written: a ratio taken beside other jobs is not one
-    # taken on an idle machine, and the reader should see which it is
-    load = round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
-    return {"benchmark": benchmark, "command": command, "code_version": _git_describe(root), "machine": machine(),
-            "date": date.today().isoformat(), "load_average": load, "rows": rows}
-
-
-def write_benchmark_record(benchmark: str, command: str, rows: list[dict], root: Path | None = None) -> Path:
-    """Save ``benchmarks/results/<benchmark>.json`` (the README's benchmark sections read it)."""
-    from qd.io import atomic_write_text
-
-    root = Path(root or Path(__file__).resolve().parents[2])
-    path = root / BENCHMARK_RESULTS / f"{benchmark}.json"
-    atomic_write_text(json.dumps(benchmark_record(benchmark, command, rows, root), indent=1) + "\n", path)
-    return path
-
-
-def save_benchmark(benchmark: str, script: str, argv: list[str] | None, rows: list[dict],
-                   root: Path | None = None) -> Path:
-    """What a benchmark script's ``--record`` does: the command that reproduces this run (the script under
-    ``benchmarks/`` with this run's arguments) and ``rows`` saved as the record; prints where."""
-    args = sys.argv[1:] if argv is None else argv
-    command = shlex.join([".venv/bin/python", f"benchmarks/{Path(script).name}", *args])
-    path = write_benchmark_record(benchmark, command, rows, root)
-    print(f"record: {path}")
-    return path
 
 
 # ---------------------------------------------------------------------- command line

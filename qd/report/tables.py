@@ -1,5 +1,9 @@
 """Tables in the task's own layout (rows = methods, columns = student x bits, the size of the file on
-disk beside each cell) and a size table; ``qd.report.paper`` holds the paper-layout tables."""
+disk beside each cell) and a size table; ``qd.report.paper`` holds the paper-layout tables, which
+:func:`write_task_tables` writes beside them.
+
+Try: ``pytest tests/test_report.py -k "cells or layout"``.
+"""
 from __future__ import annotations
 
 import math
@@ -9,6 +13,9 @@ import pandas as pd
 
 from qd.io import atomic_write_text
 from qd.methods.registry import BUILTIN
+from qd.report import table_metrics
+from qd.report.paper import PaperTargets, classification_layout, paper_join, translation_layout
+from qd.tasks import TaskInfo
 
 
 def human_bytes(n: float) -> str:
@@ -89,3 +96,46 @@ def write_table(df: pd.DataFrame, stem: Path, title: str, caption: str, index: b
     atomic_write_text(md, stem.with_suffix(".md"))
     atomic_write_text(df.to_csv(index=index), stem.with_suffix(".csv"))
     return [stem.with_suffix(".md"), stem.with_suffix(".csv")]
+
+
+def write_task_tables(tables: Path, task: str, info: TaskInfo, agg: pd.DataFrame, paper: PaperTargets, dataset: str,
+                      teacher: str, students: list[str], labels: dict) -> None:
+    """A task's own-layout table of its table metrics and sizes, its size table, and its paper-layout table
+    (the paper prints one metric per cell in blocks per student, several per cell with models as rows)."""
+    metrics = list(table_metrics(info))
+    write_table(accuracy_table(agg, task, students, metrics), tables / f"{task}_{info.primary}",
+                f"{task}: {info.label} and model size",
+                "Rows are methods, columns student x bits; each cell is the " + " / ".join(metrics) + " of the final "
+                "quantized weights (mean ± std and number of seeds where there are several; one seed otherwise) and "
+                "the size of the compressed model file on disk (tables/*_sizes.md puts the paper's formula beside it). "
+                "Teacher: " + _teacher_line(agg, task, teacher, info.primary))
+    write_table(size_table(agg, task), tables / f"{task}_sizes", f"{task}: model sizes and latency",
+                "fp32 size; the paper's formula (Huffman-coded level indices + two fp32 scalars per bucket + "
+                "fp32 for unquantized parameters); the bytes of the compressed file on disk (the same plus "
+                "code table, headers, point tables and BatchNorm statistics), which claims and figures use; the "
+                "Huffman mean code length; forward latency of the final model (simulated quantization: fp32 "
+                "arithmetic, so a quantized model runs at its architecture's fp32 speed).", index=False)
+    join = paper_join(agg, paper, dataset, task, metrics)
+    stem = tables / f"{task}_paper"
+    if paper.has(dataset):
+        body = (classification_layout(join, students, teacher, labels, info.primary) if len(metrics) == 1
+                else translation_layout(join, [teacher, *students], labels, tuple(metrics)))
+        caption = (f"The paper's cells for dataset `{dataset}` (config/paper_targets.csv; NR = not retrieved) "
+                   "beside ours: mean ± std over seeds (n = seeds) and the difference ours - paper. A cell we did not "
+                   "run, or one the paper does not print, is blank.")
+    else:
+        body = f"The paper prints no numbers for dataset `{dataset}`: this preset keeps its own layout " \
+               f"(tables/{task}_{info.primary}.md).\n"
+        caption = ""
+    text = "\n\n".join(x for x in (f"# {task}: the paper's numbers beside ours", caption, body.strip()) if x)
+    atomic_write_text(text + "\n", stem.with_suffix(".md"))
+    atomic_write_text(join.to_csv(index=False), stem.with_suffix(".csv"))
+
+
+def _teacher_line(agg: pd.DataFrame, task: str, teacher: str, metric: str) -> str:
+    t = agg[(agg["task"] == task) & (agg["model"] == teacher)]
+    if t.empty:
+        return "not run."
+    r = t.iloc[0]
+    return (f"{teacher}, {r[f'{metric}_mean']:.2f} with {int(r.params_mean):,} parameters "
+            f"({r.size_fp32_mean / 1e6:.3f} MB fp32).")

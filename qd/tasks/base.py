@@ -19,12 +19,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
-
-import torch
-import torch.nn as nn
+from typing import TYPE_CHECKING, Any
 
 from qd.tasks import TaskInfo
+
+if TYPE_CHECKING:  # annotations only: importing the interface imports no torch, so a plug-in kind's
+    import torch  # module (its INFO) can be read while the workflow builds its DAG
+    import torch.nn as nn
 
 Batch = Any
 Forward = Callable[..., Any]
@@ -112,3 +113,10 @@ class Task:
     def example_input(self, batch_size: int) -> tuple:
         """Model inputs of ``batch_size`` test examples, for latency measurements."""
         raise NotImplementedError
+
+    @classmethod
+    def test_examples(cls, folder: Path):
+        """``(inputs, labels)`` of the prepared test split in ``folder`` for the checks on saved models
+        (claims 5 and 6, where ``info.weight_checks``); ``None`` when this kind has none or the folder
+        holds none."""
+        return None

@@ -29,7 +29,7 @@ from qd.data import batches, load_splits, prepare, save_splits
 from qd.data.augment import crop_and_flip
 from qd.distill import distillation_loss
 from qd.evaluate import classify_batches
-from qd.tasks import TASKS
+from qd.tasks import TASKS, dataset_builder, dataset_info
 from qd.tasks.base import Task
 
 SPLIT_FILE = "split.pt"
@@ -67,10 +67,8 @@ class Classification(Task):
     # ------------------------------------------------------------------ data
     @classmethod
     def prepare(cls, dataset: dict, folder: Path) -> dict:
-        if dataset["name"] == "imagenet":
-            from qd.data.imagefolder import prepare_image_folder
-
-            return prepare_image_folder(dataset, folder)
+        if dataset_info(dataset["name"], "classification").streamed:  # an index of files, decoded while training
+            return dataset_builder(dataset["name"], "classification")(dataset, folder)
         splits = prepare(dataset)
         save_splits(splits, Path(folder) / SPLIT_FILE)
         return dict(splits.meta)
@@ -162,7 +160,12 @@ class Classification(Task):
             if self.split_size("val") else None
         row = {"accuracy": test["accuracy"], "top5": test["top5"], "test_loss": test["loss"],
                "val_accuracy": val["accuracy"] if val else None, "n_test": test["n"]}
-        return row, {"test_outputs.csv": outputs_csv(test["labels"], test["predictions"])}
+        return row, {self.info.outputs: outputs_csv(test["labels"], test["predictions"])}
+
+    @classmethod
+    def test_examples(cls, folder: Path):
+        path = Path(folder) / SPLIT_FILE
+        return load_splits(path).test if path.exists() else None
 
     def example_input(self, batch_size: int) -> tuple:
         if self.streamed:

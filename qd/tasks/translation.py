@@ -38,7 +38,7 @@ REDUCTIONS = ("sentence_sum", "token_mean")
 # The largest logits tensor (floats) an evaluation batch may produce: batches are cut to
 # LOGITS_BUDGET // target vocabulary target positions (256 MB of fp32).
 LOGITS_BUDGET = 1 << 26
-HYPOTHESES = "test_hypotheses.txt"
+HYPOTHESES = TASKS["translation"].outputs  # one home: the task description
 
 
 @dataclass

@@ -28,6 +28,24 @@ from qd.errors import DataMissing, QdError
 from qd.text import download
 
 
+# the corpora this module reads, declared for qd.tasks (a literal, read without importing this module);
+# ``build`` is the reader, called as ``reader(dataset, source_lang, target_lang)``
+DATASETS = {
+    "numbers": {"kind": "translation", "build": "numbers",
+                "keys": ["split_seed", "val_fraction", "test_fraction", "pairs", "source_lang", "target_lang",
+                         "vocab_size", "max_length", "lowercase"]},
+    "multi30k": {"kind": "translation", "build": "multi30k",
+                 "keys": ["root", "download", "source_lang", "target_lang", "vocab_size", "max_length", "lowercase",
+                          "train_limit"]},
+    "onmt-integ": {"kind": "translation", "build": "onmt_integ",
+                   "keys": ["root", "download", "source_lang", "target_lang", "vocab_size", "max_length",
+                            "lowercase", "train_limit"]},
+    "wmt13": {"kind": "translation", "build": "wmt13",
+              "keys": ["root", "download", "source_lang", "target_lang", "vocab_size", "max_length", "lowercase",
+                       "split", "train_limit"]},
+}
+
+
 class CorpusError(QdError, ValueError):
     """A raw corpus file the suite refuses; the message names the file and the line."""
 
@@ -199,15 +217,14 @@ def numbers(spec: dict, src: str, tgt: str) -> RawCorpus:
                                                      f"split_seed {spec['split_seed']})")
 
 
-CORPORA = {"multi30k": multi30k, "onmt-integ": onmt_integ, "wmt13": wmt13, "numbers": numbers}
 
 
 def load_corpus(spec: dict) -> RawCorpus:
     """The raw splits of the corpus a ``dataset`` block names."""
-    name = spec["name"]
-    if name not in CORPORA:
-        raise ValueError(f"dataset.name {name!r} is not a translation corpus; known: {', '.join(CORPORA)}")
-    corpus = CORPORA[name](spec, spec.get("source_lang", "de"), spec.get("target_lang", "en"))
+    from qd.tasks import dataset_builder
+
+    read = dataset_builder(spec["name"], "translation")
+    corpus = read(spec, spec.get("source_lang", "de"), spec.get("target_lang", "en"))
     limit = spec.get("train_limit")
     if limit:
         train = corpus.splits["train"]

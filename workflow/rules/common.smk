@@ -7,12 +7,13 @@
 # (qd.config.run_spec): a config change reruns the jobs whose spec changed and no others. The files
 # are named by their content, so writing them here (dry runs included) changes nothing a job reads.
 import re
+import shlex
 import sys
 from pathlib import Path
 
 sys.path.insert(0, workflow.basedir)
-from qd.config import (VARIANT_PATTERN, ConfigError, RunId, data_file, data_spec, deep_merge, planned_runs, preset_file, read_yaml,
-                       run_spec, source_run, spec_file, teacher_run, validate, with_base)
+from qd.config import (VARIANT_PATTERN, ConfigError, RunId, data_file, data_spec, deep_merge, kind_of, planned_runs,
+                       preset_file, read_yaml, run_spec, source_run, spec_file, teacher_run, validate, with_base)
 
 
 def resolve_config(given):
@@ -103,8 +104,8 @@ def start_prefork():
     if not workflow.local_exec or os.environ.get("QD_NO_PREFORK"):
         return
     path = os.path.join(tempfile.gettempdir(), f"qd-prefork-{os.getuid()}-{os.getpid()}.sock")
-    kinds = {t["kind"] for t in CFG["tasks"].values()}
-    start(path, os.getpid(), preload=tuple(f"qd.tasks.{k}" for k in sorted(kinds)))
+    adapters = {kind_of(CFG, t).entry.partition(":")[0] for t in CFG["tasks"]}
+    start(path, os.getpid(), preload=tuple(sorted(adapters)))
     os.environ[ENV] = path
 
 

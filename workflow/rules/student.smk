@@ -2,6 +2,13 @@
 # reads (the teacher, a source student) comes from its spec, so a new method needs no rule.
 
 
+def declared_inputs(w, input):
+    """The rule's declared inputs as the command's flags (--data, and --teacher / --source where the
+    run reads them): the job reads exactly the files the workflow tracks, and works out no path itself."""
+    return " ".join(f"--{name} {shlex.quote(input[name])}" for name in ("data", "teacher", "source")
+                    if name in input.keys())
+
+
 rule student:
     input:
         unpack(run_inputs),
@@ -16,9 +23,10 @@ rule student:
     params:
         spec=lambda w: SPEC_FILES[run_of(w)],
         out=lambda w, output: str(Path(output.metrics).parent),
+        inputs=declared_inputs,
         launcher=run_launcher,
     threads: run_threads
     resources:
         gpu=run_gpus,
     shell:
-        "{params.launcher} train --spec {params.spec} --out {params.out} > {log} 2>&1"
+        "{params.launcher} train --spec {params.spec} --out {params.out} {params.inputs} > {log} 2>&1"

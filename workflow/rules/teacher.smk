@@ -1,25 +1,11 @@
-# One teacher per task, trained once and shared by every student and seed.
+# One teacher per task, trained once and shared by every student and seed. The same rule as `student`
+# (one command, one spec) under a name of its own only so that a cluster profile can give teachers
+# their own resources (workflow/profiles/slurm: set-resources by rule name; teachers are the largest
+# nets and train longest) and the log names teacher jobs as such.
 
 
-rule teacher:
-    input:
-        unpack(run_inputs),
-    output:
-        metrics=RUN_DIR + "/metrics.json",
-        model=RUN_DIR + "/model.qda",
-        history=RUN_DIR + "/history.csv",
-    log:
-        RUN_DIR + "/log.txt",
+use rule student as teacher with:
     wildcard_constraints:
         model=alternatives(TEACHERS),
         method="fp|pretrained",
         variant="fp32",
-    params:
-        spec=lambda w: SPEC_FILES[run_of(w)],
-        out=lambda w, output: str(Path(output.metrics).parent),
-        launcher=run_launcher,
-    threads: run_threads
-    resources:
-        gpu=run_gpus,
-    shell:
-        "{params.launcher} train --spec {params.spec} --out {params.out} > {log} 2>&1"

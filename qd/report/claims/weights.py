@@ -1,0 +1,196 @@
+"""Claims 5 and 6 on the saved models of a task whose kind says they apply (``TaskInfo.weight_checks``),
+fed with the test inputs its adapter reads from the prepared data (``Task.test_examples``):
+
+* 5: every uniformly quantized student (its row says ``uniform_grid``) runs from its integer codes on
+  an integer inference path (``qd.report.integer``);
+* 6: the output error of each quantized layer of the PM students behaves like additive Gaussian noise
+  (``qd.report.noise``).
+
+Each writes its table (``tables/<task>_integer``, ``tables/<task>_noise``).
+
+Try: ``pytest tests/test_report.py -m slow -k classification_folder``.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from qd.errors import MissingRun
+from qd.report.claims.base import Claim, ClaimSpec, Evidence
+from qd.report.collect import runs_of
+from qd.report.stats import INCONCLUSIVE
+from qd.report.tables import write_table
+
+INTEGER = ClaimSpec("5", "Uniformly quantized students run on low-precision integer inference stacks (TensorRT, "
+                         "FPGAs).", ("integer_tolerance", "integer_min_agreement", "integer_examples",
+                                     "integer_activation_bits"))
+NOISE = ClaimSpec("6", "Weight quantization acts like additive Gaussian noise on layer outputs, with a variance "
+                       "that depends on the number of levels.",
+                  ("noise_examples", "noise_max_skewness", "noise_max_excess_kurtosis", "noise_variance_factor",
+                   "noise_units"))
+
+
+def artefact_path(results: Path, run: str) -> Path:
+    from qd.run import ARTEFACT
+
+    return Path(results) / run / ARTEFACT
+
+
+def _artefact(results: Path, run: str) -> Path:
+    path = artefact_path(results, run)
+    if not path.exists():
+        raise MissingRun(f"{path} does not exist: the run {run} has not finished")
+    return path
+
+
+def _rounding(results: Path, run: str, cfg: dict | None) -> str:
+    spec = results / run / "spec.json"
+    if spec.exists():
+        return json.loads(spec.read_text()).get("quant", {}).get("rounding", "deterministic")
+    return ((cfg or {}).get("quant") or {}).get("rounding", "deterministic")
+
+
+def _says_not_uniform(value) -> bool:
+    """The row's ``uniform_grid`` is False (a method whose codes are not an even grid: DQ's points, a
+    codebook); rows without the column are taken at their codes."""
+    return value is not None and not pd.isna(value) and not bool(value)
+
+
+def _settle(c: Claim, table: tuple, verdict: str | None, lines: list[str], empty: str) -> bool:
+    """Write the claim's table ``(rows, stem, title, caption)``; give the claim its verdict and evidence
+    lines, or say why it has none (``verdict`` None: nothing was checked) and return False."""
+    rows, stem, title, caption = table
+    write_table(pd.DataFrame(rows), stem, title, caption, index=False)
+    if verdict is None:
+        c.evidence.append(empty)
+        return False
+    c.verdict = c.measured = verdict
+    c.evidence = lines
+    return True
+
+
+class SavedModels:
+    """``(model, codes)`` of saved runs, each file read once (claims 5 and 6 share PM students)."""
+
+    def __init__(self, results: Path, keep: int = 64):
+        self.results, self.keep, self.cache = results, keep, {}
+
+    def __call__(self, run: str):
+        if run not in self.cache:
+            from qd.report.integer import load_run
+
+            if len(self.cache) >= self.keep:
+                self.cache.pop(next(iter(self.cache)))
+            model, codes, _ = load_run(_artefact(self.results, run))
+            self.cache[run] = (model, codes)
+        return self.cache[run]
+
+
+def claim_integer(ev: Evidence, models: SavedModels, x, y) -> Claim:
+    from qd.report.integer import check_integer_model, check_line, check_rows, verdict_of
+
+    settings, task = ev.cfg, ev.task
+    n = min(settings["integer_examples"], len(y))
+    c = INTEGER.claim(
+        f"every uniformly quantized student run from its integer codes (b-bit weights, per-bucket scale and "
+        f"offset, {settings['integer_activation_bits']}-bit activations, integer sums per bucket segment): "
+        f"accuracy >= simulated - {settings['integer_tolerance']:g} points (`report.integer_tolerance`) and the "
+        f"same label on >= {settings['integer_min_agreement']:.0%} of the examples "
+        f"(`report.integer_min_agreement`), on {n} test examples (`report.integer_examples`)")
+    checks = []
+    quantized = ev.df[ev.df["bits"].notna()].sort_values("seed")
+    for _, r in quantized.drop_duplicates(["model", "method", "bits", "bucket"]).iterrows():
+        if _says_not_uniform(r.get("uniform_grid")):
+            continue  # the method's codes are not an even grid: not the claim's students
+        model, codes = models(r["run"])
+        checks.append(check_integer_model(model, codes, x[:n], y[:n], settings, r["run"],
+                                          None if pd.isna(r["bucket"]) else int(r["bucket"]),
+                                          settings["bootstrap_seed"]))
+    table = (check_rows(checks), models.results / "tables" / f"{task}_integer",
+             f"{task}: quantized students run from their integer codes",
+             "Per model (lowest seed): accuracy of the simulated model and of the integer path, their paired "
+             "difference, the share of examples labelled alike, the largest integer accumulator, how the buckets "
+             "sit on output channels (channels spanning more than one bucket cannot take one per-channel scale), "
+             "and the accuracy after re-quantizing those channels with one bucket each (same bits; 8 bits).")
+    if not _settle(c, table, verdict_of(checks) if checks else None, [check_line(k) for k in checks],
+                   "no uniformly quantized student in this preset"):
+        return c
+    c.seeds, c.n_test = "lowest seed of each model", n
+    worst = min(checks, key=lambda k: k.interval.low)
+    c.summary = (f"{sum(k.verdict == 'PASS' for k in checks)} of {len(checks)} models hold; weakest {worst.run}: "
+                 f"{worst.interval.describe()}, same label on {worst.agreement:.1%}")
+    _, c.models = ev.comparability([ev.teacher, *ev.students])
+    return c
+
+
+def claim_noise(ev: Evidence, models: SavedModels, x) -> Claim:
+    from qd.report.noise import falls_with_bits, layer_noise, noise_line, noise_rows, noise_verdict
+
+    settings, task, df = ev.cfg, ev.task, ev.df
+    n = min(settings["noise_examples"], len(x))
+    c = NOISE.claim(
+        f"PM students (distilled weights quantized with the rounding of the preset) on {n} test examples "
+        f"(`report.noise_examples`), every quantized layer and bit width: output error |skewness| < "
+        f"{settings['noise_max_skewness']:g}, |excess kurtosis| < {settings['noise_max_excess_kurtosis']:g}, "
+        f"mean square within {settings['noise_variance_factor']:g}x of the independent-rounding-noise model, "
+        "falling as bits grow")
+    rows = []
+    bucket = ev.main_bucket("pm")
+    for s in ev.students:
+        fp = runs_of(df, task, s, "distill")
+        pm = df[(df["model"] == s) & (df["method"] == "pm")]
+        pm = pm[pm["bucket"].isna()] if bucket is None else pm[pm["bucket"] == bucket]
+        if fp.empty or pm.empty:
+            continue
+        seed = int(fp["seed"].iloc[0])
+        pm = pm[pm["seed"] == seed]
+        if pm.empty:
+            continue
+        fp_model = models(fp["run"].iloc[0])[0]
+        quantized = {int(r["bits"]): models(r["run"]) for _, r in pm.iterrows()}
+        rounding = _rounding(models.results, pm["run"].iloc[0], ev.config)
+        rows += layer_noise(fp_model, quantized, x[:n], settings, rounding, s, settings["bootstrap_seed"])
+    table = (noise_rows(rows), models.results / "tables" / f"{task}_noise",
+             f"{task}: output error of quantized layers (claim 6)",
+             "Per student, layer and bit width: skewness and excess kurtosis of the output error standardised per "
+             "unit (intervals: bootstrap over test examples), its mean square against the additive-noise model "
+             "(each weight's rounding error independent, step^2/12 for round-to-nearest), and the verdicts.")
+    if not _settle(c, table, noise_verdict(rows) if rows else None, [noise_line(r) for r in rows],
+                   "needs a distilled student and its PM runs (the trained weights and their rounding)"):
+        return c
+    bad = falls_with_bits(rows)
+    if bad:
+        c.evidence.append("the error does not fall as bits grow in: " + ", ".join(bad))
+    c.seeds, c.n_test = "lowest seed", n
+    counts = {v: sum(r.verdict == v for r in rows) for v in ("PASS", "INCONCLUSIVE", "FAIL")}
+    c.summary = (f"{len(rows)} layer x bit cells: " + ", ".join(f"{k} {v}" for k, v in counts.items() if v)
+                 + (f"; not falling with bits: {', '.join(bad)}" if bad else ""))
+    _, c.models = ev.comparability([ev.teacher, *ev.students])
+    if c.verdict == INCONCLUSIVE:
+        c.evidence.append("INCONCLUSIVE: some interval straddles its threshold; more test examples would settle it")
+    return c
+
+
+def check(ev: Evidence) -> list[Claim]:
+    """Claims 5 and 6 where the task's kind checks its saved models; NOT TESTED (with empty tables where
+    the kind writes them) otherwise."""
+    if not ev.info.weight_checks:
+        why = f"not tested on {ev.kind} tasks"
+        return [INTEGER.untested(why), NOISE.untested(why)]
+    if ev.data_folder is None:  # evidence without a prepared dataset (a check on run folders alone)
+        why = "needs the prepared test data"
+        return [INTEGER.untested(why), NOISE.untested(why)]
+    from qd.tasks import load_task
+
+    examples = load_task(ev.kind, ev.info.entry).test_examples(ev.data_folder)
+    if examples is None:
+        why = f"needs the prepared test data under {ev.data_folder}"
+        for name in ("integer", "noise"):
+            write_table(pd.DataFrame(), ev.results / "tables" / f"{ev.task}_{name}", f"{ev.task}: {name}", why,
+                        index=False)
+        return [INTEGER.untested(why), NOISE.untested(why)]
+    x, y = examples
+    models = SavedModels(ev.results)  # claims 5 and 6 share the PM students' files
+    return [claim_integer(ev, models, x, y), claim_noise(ev, models, x)]
