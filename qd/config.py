@@ -280,6 +280,27 @@ def task_problems(cfg: dict, task: str) -> list[str]:
     if t["dataset"]["name"] not in own:
         problems.append(f"tasks.{task}.dataset.name: {t['dataset']['name']!r} is not a {kind.kind} dataset; "
                         f"allowed: {', '.join(own)}")
+    else:
+        problems += distill_switch_problems(cfg, task, kind)
+    return problems
+
+
+def distill_switch_problems(cfg: dict, task: str, kind: TaskInfo) -> list[str]:
+    """A distill switch set where it cannot work: on another kind, or teacher views without augmented
+    images of a prepared split."""
+    t = cfg["tasks"][task]
+    distill = deep_merge(cfg["distill"], t.get("distill"))
+    problems = [f"tasks.{task}.distill.{k}: {distill[k]!r} is not read by a {kind.kind} task (only "
+                f"{', '.join(DISTILL_SWITCH_KINDS[k])}); set tasks.{task}.distill.{k}: {off!r}"
+                for k, off in DISTILL_SWITCHES.items()
+                if distill.get(k, off) != off and kind.kind not in DISTILL_SWITCH_KINDS[k]]
+    if distill.get("teacher_views") and not problems:
+        if dataset_of(cfg, task).streamed:
+            problems.append(f"tasks.{task}.distill.teacher_views: {t['dataset']['name']} is streamed from image "
+                            "files; the views are cached for a prepared split only")
+        elif not deep_merge(cfg["train"], t.get("train"))["augment"]:
+            problems.append(f"tasks.{task}.distill.teacher_views: the students do not augment (train.augment: "
+                            "false); cache the teacher on the plain images with distill.cache_teacher instead")
     return problems
 
 
@@ -314,6 +335,13 @@ def data_folder(results: str | Path, task: str) -> Path:
 def data_file(results: str | Path, task: str) -> Path:
     """The manifest of a task's prepared dataset: the data rule's declared output (written last)."""
     return data_folder(results, task) / "manifest.json"
+
+
+def views_file(k: int | str) -> str:
+    """The teacher's logits on ``k`` augmented views of each training image (``distill.teacher_views``,
+    ``qd.teacher_views``): a file in the teacher's run folder, written by the workflow's
+    ``teacher_views`` rule."""
+    return f"teacher_views{k}.pt"
 
 
 def task_methods(cfg: dict, task: str) -> dict:
@@ -421,6 +449,11 @@ def planned_runs(cfg: dict) -> list[RunId]:
 # the recipe keys every training run reads, and those only its optimizer or schedule reads
 TRAIN_KEYS = ("epochs", "batch_size", "optimizer", "schedule", "grad_clip", "augment", "restarts",
               "epoch_examples", "compile")
+SPEED_SWITCHES = {"channels_last": False, "autocast": "off"}  # key: its default
+# distill keys that enter the spec of a run that reads the task's teacher only when set (key: its
+# default), so that the presets that leave them off keep their hashes; the kinds whose adapter reads them
+DISTILL_SWITCHES = {"teacher_views": 0}
+DISTILL_SWITCH_KINDS = {"teacher_views": ("classification",)}
 OPTIMIZER_KEYS = {"sgd": ("lr", "momentum", "nesterov", "weight_decay"), "adam": ("lr", "weight_decay")}
 SCHEDULE_KEYS = {"constant": (), "cosine": (), "step": ("milestones", "gamma"),
                  "plateau": ("patience", "cooldown", "stop_patience", "max_halvings", "select_on"),
@@ -433,7 +466,11 @@ def train_block(train: dict, quantized: bool) -> dict:
     keys = TRAIN_KEYS + OPTIMIZER_KEYS[train["optimizer"]] + SCHEDULE_KEYS[train["schedule"]]
     if quantized and "select_on" in keys:
         keys += ("schedule_reads",)
-    return {k: train[k] for k in keys}
+    block = {k: train[k] for k in keys}
+    # switches that change only how fast a run computes enter its spec (and hash) only when set, so the
+    # runs of a preset that leaves them off keep their hashes
+    block.update({k: train[k] for k in SPEED_SWITCHES if train.get(k, SPEED_SWITCHES[k]) != SPEED_SWITCHES[k]})
+    return block
 
 
 def dataset_of(cfg: dict, task: str):
@@ -550,6 +587,8 @@ def run_spec(cfg: dict, run: RunId) -> dict:
     if i.distills:
         distill = deep_merge(cfg["distill"], t.get("distill"))
         spec["distill"] = {k: distill[k] for k in kind_of(cfg, run.task).distill_keys}
+        if i.needs_teacher:  # the switches cache the task's teacher: a run that distils from itself reads none
+            spec["distill"].update({k: distill[k] for k, off in DISTILL_SWITCHES.items() if distill.get(k, off) != off})
     if i.needs_teacher:
         spec["teacher"] = {"run": teacher_run(cfg, run.task).path}
     src = source_run(cfg, run)

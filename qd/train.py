@@ -15,6 +15,8 @@ adapter supplies the batches. The engine owns the rest:
 * an atomic checkpoint (temp file + rename) after every epoch, tagged with the hash of the run's
   spec: a checkpoint of another spec is not resumed but replaced;
 * a non-finite loss stops the run with its name, epoch and step;
+* with ``train.autocast: bf16`` the training forward (and loss) runs under ``torch.autocast`` in
+  bfloat16, while weights, gradients and optimizer state stay fp32 and evaluation runs in fp32;
 * progress lines (epoch, step, loss, metrics, ETA) on stderr;
 * under ``torchrun`` (``qd.distributed``): each process trains on its share of every global batch,
   the gradients of the fit's parameters are averaged (weighted by each share's size) before every
@@ -25,6 +27,7 @@ Exercise it with ``pytest tests/test_train.py``.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 import time
@@ -265,6 +268,8 @@ def _epoch(fit, task, optimizer, schedule, cfg, seed, pos, run, progress, select
     _set_mode(fit.modules, False)
     for m in fit.modules:
         distributed.broadcast_buffers(m)  # every rank evaluates (and checkpoints) rank 0's statistics
+    # outside mixed_precision: the accuracy reported is the fp32 model's, the model the run exports
+    # and the paper's numbers are compared with; bf16 only speeds up the steps that train it
     metrics = fit.evaluate()
     if select.shadow and fit.evaluate_shadow is not None:
         metrics.update({f"{k}_fp": v for k, v in fit.evaluate_shadow().items()})
@@ -281,13 +286,36 @@ def _epoch(fit, task, optimizer, schedule, cfg, seed, pos, run, progress, select
     return row
 
 
+def mixed_precision(cfg: dict, device: torch.device):
+    """What a training step's forward pass runs under: ``torch.autocast`` in bfloat16 with
+    ``train.autocast: bf16``, else nothing. Only the forward: the weights, their gradients and the
+    optimizer state stay fp32 (autocast casts copies of the weights per op), and the backward pass
+    runs outside it as torch's recipe asks. bf16 keeps fp32's exponent range, so no loss scaling.
+    The quantizers (qd.ste, qd.quant) are not autocast ops: ``Q(w)`` is computed in fp32 from the
+    fp32 weights, and only its copy fed to a convolution or linear layer is rounded to bf16. A
+    teacher's forward inside the loss runs under it too (its logits in bf16 precision)."""
+    mode = cfg.get("autocast", "off")
+    if mode == "off":
+        return contextlib.nullcontext()
+    if mode == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    raise ValueError(f"train.autocast: unknown mode {mode!r} (off or bf16)")
+
+
+def _device_of(fit: Fit) -> torch.device:
+    params = flat_params(fit.params)
+    return params[0].device if params else torch.device("cpu")
+
+
 def _train_epoch(fit, task, optimizer, cfg, seed, epoch, run, progress) -> tuple[float, int]:
     _set_mode(fit.modules, True)
     generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
     params = flat_params(fit.params)
+    precision = mixed_precision(cfg, _device_of(fit))
     loss_sum, step = 0.0, 0
     for step, batch in enumerate(task.train_batches(cfg["batch_size"], generator), start=1):
-        loss = fit.loss(batch)
+        with precision:
+            loss = fit.loss(batch)
         value = loss.item()  # one device sync per step serves the guard, the sum and the progress line
         if not math.isfinite(value):
             raise NonFiniteLoss(f"run {run}: loss became {value} at epoch {epoch + 1}, step {step}; "

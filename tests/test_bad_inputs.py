@@ -14,7 +14,7 @@ BASE = {
 
 CASES = {
     "unknown key": ({"tasks": {"digits": {"train": {"epochz": 3}}}},
-                    ["unknown key tasks.digits.train.epochz", "allowed keys: augment, batch_size"]),
+                    ["unknown key tasks.digits.train.epochz", "allowed keys: augment, autocast, batch_size"]),
     "bits 0": ({"quant": {"bits": [0, 4]}}, ["quant.bits.0: 0 is less than the minimum of 1"]),
     "bits 17": ({"quant": {"bits": [4, 17]}}, ["quant.bits.1: 17 is greater than the maximum of 16"]),
     "bucket 0": ({"quant": {"bucket_size": 0}}, ["quant.bucket_size: 0 is not valid; expected integer >= 1 or null"]),

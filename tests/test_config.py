@@ -49,7 +49,7 @@ def test_defaults_filled():
     assert cfg["quant"]["policy"] == "all" and cfg["quant"]["rounding"] == "deterministic"
     assert cfg["distill"] == {"temperature": 2.0, "weight": 0.7, "reduction": "legacy_mean", "mask_padding": True,
                               "cache_teacher": False,
-                              "cache_topk": 0}
+                              "cache_topk": 0, "teacher_views": 0}
     assert list(cfg["methods"]) == ["fp", "distill", "pm", "qt", "qd", "dq"]
     assert cfg["methods"]["pm"] == {"source": "distill", "buckets": [256, None]}
     assert cfg["methods"]["dq"]["init"] == "quantiles" and cfg["methods"]["dq"]["distill_from"] == "self"

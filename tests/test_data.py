@@ -15,8 +15,8 @@ import pytest
 import torch
 
 from conftest import qd
-from qd.data import DataMissing, load_splits, prepare, save_splits
-from qd.data.augment import crop_and_flip
+from qd.data import DataMissing, Normalise, load_prepared, load_splits, prepare, save_splits
+from qd.data.augment import apply_views, crop_and_flip, draw_views
 from qd.data.cifar import CLASSES, download_official, read_batches, read_image_folder
 
 DIGITS = {"name": "digits", "split_seed": 0, "val_fraction": 0.1, "test_fraction": 0.2, "train_limit": None}
@@ -29,9 +29,41 @@ def test_digits_split_sizes_and_determinism():
     assert torch.equal(a.train[1], b.train[1]) and torch.equal(a.test[0], b.test[0])
     other = prepare(dict(DIGITS, split_seed=1))
     assert not torch.equal(a.test[1], other.test[1])
-    # images normalised as the paper's CIFAR-10 pipeline: [0, 1] -> (x - 0.5) / 0.5
-    assert a.train[0].min() == -1.0 and a.train[0].max() == 1.0
-    assert a.train[0].shape[1:] == (1, 8, 8)
+    # stored as the release's pixels, 0..16 (uint8), and normalised as the paper's CIFAR-10 pipeline:
+    # [0, 1] -> (x - 0.5) / 0.5
+    assert a.train[0].dtype == torch.uint8 and a.train[0].shape[1:] == (1, 8, 8)
+    assert a.train[0].min() == 0 and a.train[0].max() == 16
+    x = Normalise(a.meta)(a.train[0])
+    assert x.min() == -1.0 and x.max() == 1.0
+    assert torch.equal(Normalise(a.meta)(torch.tensor([[[[0, 4, 8, 16]]]], dtype=torch.uint8)),
+                       torch.tensor([[[[-1.0, -0.5, 0.0, 1.0]]]]))
+
+
+def test_digits_inputs_are_those_of_the_float_files_written_before(tmp_path):
+    """The digits were stored normalised (float) until the training set became resident pixels: the
+    model's inputs are bit for bit the old ones, and a file of the old format still reads as it did."""
+    from sklearn.datasets import load_digits
+
+    from qd.data import random_split
+
+    d = load_digits()
+    old = (torch.tensor(d.images, dtype=torch.float32).unsqueeze(1) / 16.0 - 0.5) / 0.5  # the old digits_splits
+    test, val, train = random_split(1797, (0.2, 0.1 * 0.8), 0)
+    s = prepare(DIGITS)
+    new = load_splits(_saved(s, tmp_path / "split.pt"))
+    for got, idx in ((new.train[0], train), (new.val[0], val), (new.test[0], test)):
+        assert torch.equal(got, old[idx])
+    y = torch.tensor(d.target)
+    legacy = {"train": (old[train], y[train]), "val": (old[val], y[val]), "test": (old[test], y[test]),
+              "meta": {k: v for k, v in s.meta.items() if k != "normalize"}}
+    torch.save(legacy, tmp_path / "old.pt")
+    assert torch.equal(load_splits(tmp_path / "old.pt").train[0], new.train[0])
+    assert load_prepared(tmp_path / "old.pt").train[0].dtype == torch.float32
+
+
+def _saved(splits, path):
+    save_splits(splits, path)
+    return path
 
 
 def test_prepared_file_round_trip(tmp_path):
@@ -39,7 +71,8 @@ def test_prepared_file_round_trip(tmp_path):
     save_splits(s, tmp_path / "split.pt")
     back = load_splits(tmp_path / "split.pt")
     assert len(back.train[1]) == 100
-    assert torch.equal(back.val[0], s.val[0])
+    assert torch.equal(back.val[0], Normalise(s.meta)(s.val[0]))
+    assert torch.equal(load_prepared(tmp_path / "split.pt").val[0], s.val[0])  # the stored pixels
 
 
 def _spec(root, download=False):
@@ -135,3 +168,30 @@ def test_crop_and_flip_is_a_shifted_window_of_the_padded_image(seed):
     for i in range(2):
         window = padded[i, :, dy[i]:dy[i] + 6, dx[i]:dx[i] + 6]
         assert torch.equal(out[i], window.flip(-1) if flip[i] else window)
+
+
+def test_a_view_is_its_draws_and_cropping_pixels_pads_black():
+    """A hand-checked view of a 1-channel 3x3 uint8 image with 1 pixel of padding: offsets (0, 2) take
+    rows -1..1 and columns 1..3 of the original, the flip mirrors them; the padding is 0 (black)."""
+    x = torch.tensor([[[[1, 2, 3], [4, 5, 6], [7, 8, 9]]]], dtype=torch.uint8)
+    out = apply_views(x, torch.tensor([0]), torch.tensor([2]), torch.tensor([False]), pad=1)
+    assert out.dtype == torch.uint8 and out[0, 0].tolist() == [[0, 0, 0], [2, 3, 0], [5, 6, 0]]
+    flipped = apply_views(x, torch.tensor([0]), torch.tensor([2]), torch.tensor([True]), pad=1)
+    assert flipped[0, 0].tolist() == [[0, 0, 0], [0, 3, 2], [0, 6, 5]]
+    # crop_and_flip is apply_views of draw_views from the same generator state
+    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    batch = torch.randint(0, 256, (5, 3, 8, 8), dtype=torch.uint8)
+    assert torch.equal(crop_and_flip(batch, g1, pad=2), apply_views(batch, *draw_views(5, g2, pad=2), pad=2))
+
+
+def test_the_padding_is_black_after_normalisation_as_in_the_official_loaders():
+    """RandomCrop(32, padding=4) pads the raw image, Normalize comes after: a padded pixel is the
+    normalised black, (0 - mean) / std per channel, not the normalised image's zero (the mean colour)."""
+    meta = {"normalize": {"mean": [0.4914, 0.4822, 0.4465], "std": [0.247, 0.243, 0.261]}}
+    x = torch.full((1, 3, 32, 32), 200, dtype=torch.uint8)
+    out = Normalise(meta)(apply_views(x, torch.tensor([0]), torch.tensor([0]), torch.tensor([False])))
+    black = [(0 - m) / s for m, s in zip(meta["normalize"]["mean"], meta["normalize"]["std"])]
+    for c in range(3):
+        assert out[0, c, :4, :].flatten().tolist() == pytest.approx([black[c]] * 4 * 32)  # the 4 rows above
+        assert out[0, c, 4:, 4:].flatten().tolist() == pytest.approx([(200 / 255 - meta["normalize"]["mean"][c])
+                                                                       / meta["normalize"]["std"][c]] * 28 * 28)

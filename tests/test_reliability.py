@@ -17,7 +17,7 @@ import torch
 from conftest import BIN, ROOT, env, qd
 from qd.artefact import load_artefact
 from qd.config import RunId, load_config, run_spec, teacher_run
-from qd.data import prepare, save_splits
+from qd.data import Normalise, prepare, save_splits
 from qd.run import execute
 
 TINY = ROOT / "tests" / "configs" / "tiny.yaml"
@@ -119,8 +119,8 @@ def test_non_finite_loss_stops_with_run_epoch_and_step(prepared, tmp_path):
     cfg, root, data = prepared
     splits = torch.load(data, weights_only=False)
     x, y = splits["train"]
-    x = x.clone()
-    x[5] = float("nan")  # one poisoned image; batches are shuffled, so it lands at some step of epoch 1
+    x = Normalise(splits["meta"])(x)  # stored as floats (a prepared file may hold normalised images) ...
+    x[5] = float("nan")  # ... with one poisoned image; batches are shuffled, so it lands at some step of epoch 1
     splits["train"] = (x, y)
     bad = tmp_path / "bad" / "split.pt"
     bad.parent.mkdir()

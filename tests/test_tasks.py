@@ -9,6 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from qd.data import load_splits
+from qd.data.augment import apply_views, draw_views
 from qd.distill import distillation_loss
 from qd.methods.contract import RunContext
 from qd.tasks import TASKS, load_task, task_info
@@ -59,6 +61,29 @@ def test_augmentation_only_when_the_recipe_asks(folder):
     x_aug = next(augmented.train_batches(32, g2))[0]
     assert x_plain.shape == x_aug.shape
     assert not torch.equal(x_plain, x_aug)
+
+
+def test_the_training_set_is_resident_as_pixels_and_each_batch_is_normalised(folder):
+    """The training images stay as stored (uint8) on the device; a batch is normalised after its crop,
+    so a plain batch is bit for bit the normalised images and a crop's padding is black (-1 here)."""
+    task, augmented = _task(folder), _task(folder, augment=True)
+    assert task.train[0].dtype == torch.uint8 and task.val[0].dtype == torch.float32
+    normalised = load_splits(folder / "split.pt").train[0]
+    x, _, idx = next(task.train_batches(64, torch.Generator().manual_seed(0)))
+    assert torch.equal(x, normalised[idx])
+    x, _, idx = next(augmented.train_batches(64, torch.Generator().manual_seed(0)))
+    g = torch.Generator().manual_seed(0)
+    torch.randperm(1294, generator=g)  # the epoch's order comes first, then the crops
+    dy, dx, flip = draw_views(64, g)
+    assert torch.equal(x, (apply_views(task.train[0][idx], dy, dx, flip).float() / 16 - 0.5) / 0.5)
+    top = dy == 0  # shifted down by the whole padding: the top 4 rows are padding
+    assert top.any() and (x[top][:, :, :4, :] == -1.0).all()
+    # against the crop of the normalised images (before the fix): the same pixels, but black padding
+    # where that padded with the normalised zero (grey)
+    before = apply_views(normalised[idx], dy, dx, flip)
+    image = apply_views(torch.ones_like(task.train[0][idx]), dy, dx, flip) == 1
+    assert torch.equal(x[image], before[image])
+    assert (x[~image] == -1.0).all() and (before[~image] == 0.0).all() and (~image).any()
 
 
 def test_objective_is_the_task_loss_or_the_distillation_loss(folder):

@@ -2,8 +2,10 @@
 
 Each dataset is a module under qd/data/ that declares itself (``DATASETS = {name: {...}}``, read by
 ``qd.tasks.datasets`` without importing it): a new dataset of an existing kind needs no other edit.
-A prepared file holds the train / val / test tensors (normalised images, integer labels) and the
-dataset's shape, so training jobs never touch the raw data or its loaders' dependencies.
+A prepared file holds the train / val / test tensors (uint8 pixels, integer labels) and the
+dataset's shape and normalisation, so training jobs never touch the raw data or its loaders'
+dependencies. ``load_splits`` hands back normalised images; a training run keeps its training set as the
+stored pixels (``load_prepared``), crops them and normalises each batch (``Normalise``).
 
 Try: ``qd data --config config/config.yaml --task digits --out /tmp/digits.pt``.
 """
@@ -64,24 +66,44 @@ def save_splits(splits: Splits, path: str | Path) -> None:
     atomic_save({"train": splits.train, "val": splits.val, "test": splits.test, "meta": splits.meta}, path)
 
 
-def load_splits(path: str | Path) -> Splits:
+def load_prepared(path: str | Path) -> Splits:
+    """The splits as stored: images as uint8 pixels (float images in files written before the digits
+    were stored as pixels, which need no normalisation)."""
     path = Path(path)
     if not path.exists():
         raise DataMissing(f"prepared dataset {path} does not exist; run the workflow's data rule "
                           f"(snakemake {path}) or 'qd data' first")
     d = torch.load(path, weights_only=True)
-    meta = d["meta"]
-    return Splits(*(normalised(d[s], meta) for s in ("train", "val", "test")), meta)
+    return Splits(d["train"], d["val"], d["test"], d["meta"])
 
 
-def normalised(split: tuple[torch.Tensor, torch.Tensor], meta: dict) -> tuple[torch.Tensor, torch.Tensor]:
-    """uint8 images (stored compactly) as floats normalised by the dataset's mean and std."""
-    x, y = split
-    if x.dtype != torch.uint8:
-        return x, y
-    mean = torch.tensor(meta["normalize"]["mean"]).view(1, -1, 1, 1)
-    std = torch.tensor(meta["normalize"]["std"]).view(1, -1, 1, 1)
-    return (x.float() / 255 - mean) / std, y
+def load_splits(path: str | Path) -> Splits:
+    """The splits with their images normalised (the model's inputs)."""
+    splits = load_prepared(path)
+    normalise = Normalise(splits.meta)
+    return Splits(*((normalise(x), y) for x, y in (splits.train, splits.val, splits.test)), splits.meta)
+
+
+class Normalise:
+    """Stored pixels to model inputs: ``(x / white - mean) / std`` per channel, ``white`` being the
+    stored value of full intensity (``meta["normalize"]["white"]``: 255 unless the dataset says, 16 for
+    the digits). Applied to a batch after its crop, so the crop's padding is black, as in the official
+    loaders (``qd.data.augment``). Float images are taken as normalised already."""
+
+    def __init__(self, meta: dict, device: torch.device | str = "cpu"):
+        n = meta.get("normalize")
+        self.dataset = meta.get("dataset", "the dataset")
+        self.white = n.get("white", 255) if n else None
+        self.mean = torch.tensor(n["mean"], device=device).view(1, -1, 1, 1) if n else None
+        self.std = torch.tensor(n["std"], device=device).view(1, -1, 1, 1) if n else None
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype != torch.uint8:
+            return x
+        if self.white is None:
+            raise ValueError(f"prepared {self.dataset} holds uint8 images but its meta has no 'normalize' "
+                             "(mean, std): prepare the data again")
+        return (x.float() / self.white - self.mean) / self.std
 
 
 def batches(x: torch.Tensor, y: torch.Tensor, batch_size: int, generator: torch.Generator | None = None):

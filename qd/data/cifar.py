@@ -11,7 +11,8 @@ Where the data may be, looked for in this order under ``dataset.root``:
    against its MD5 and extracted to (1).
 
 Anything missing or corrupt raises :class:`qd.data.DataMissing` naming the file, where the suite
-looked and how to get the data. Images are kept as uint8; ``load_splits`` normalises them.
+looked and how to get the data. Images are kept as uint8: a training run keeps them so on its device
+and normalises each batch after its crop (``qd.data.Normalise``), ``load_splits`` normalises them all.
 """
 from __future__ import annotations
 

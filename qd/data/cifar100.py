@@ -8,8 +8,9 @@ Where the data may be, looked for in this order under ``dataset.root``:
    named as the release's ``fine_label_names`` (labels are the alphabetical class order, as the release);
 3. with ``dataset.download: true``, the official archive (MD5-checked), extracted to (1).
 
-Labels are the 100 fine classes. Images stay uint8; ``qd.data.load_splits`` normalises them with the
-official code's mean (0.5071, 0.4867, 0.4408) and std (0.2675, 0.2565, 0.2761). Anything missing or
+Labels are the 100 fine classes. Images stay uint8, normalised per batch after the crop
+(``qd.data.Normalise``) with the official code's mean (0.5071, 0.4867, 0.4408) and std (0.2675,
+0.2565, 0.2761). Anything missing or
 corrupt raises :class:`qd.data.DataMissing` naming the folder or file and what is wrong.
 
 Exercise it with ``pytest tests/test_cifar100.py``.

@@ -15,8 +15,7 @@ def _train(ctx: RunContext, teacher) -> RunResult:
     from qd.train import Fit
 
     model = ctx.new_model()
-    forward = ctx.compiled(model)
-    fit = Fit(params=list(model.parameters()), loss=ctx.objective(forward, teacher), evaluate=ctx.evaluator(forward),
+    fit = Fit(params=list(model.parameters()), loss=ctx.objective(model, teacher), evaluate=ctx.evaluator(model),
               modules=[model])
     return RunResult(model, history=ctx.fit(fit))
 

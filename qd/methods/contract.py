@@ -27,6 +27,7 @@ from qd.ste import UniformQuantizer
 from qd.train import Fit, Selection, run_epochs
 
 CHECKPOINT = "checkpoint.pt"  # the rolling checkpoint in the run folder while a method trains
+RECOMPILE_LIMIT = 32  # graphs of one compiled model class in one run (speed_up)
 
 
 @dataclass
@@ -58,23 +59,18 @@ class RunContext:
 
     # ---- models
     def new_model(self) -> nn.Module:
-        """A freshly initialised student, seeded by the run's seed (rank 0's on every process)."""
+        """A freshly initialised student, seeded by the run's seed (rank 0's on every process), set up
+        as the recipe's speed switches ask (:func:`speed_up`)."""
         torch.manual_seed(self.spec["seed"])
         model = self.task.new_model(self.spec["model"])
         distributed.broadcast_module(model)
-        return model
+        return speed_up(model, self.spec.get("train", {}))
 
     def source_copy(self) -> nn.Module:
+        """A copy of the source student, set up as the recipe's speed switches ask (:func:`speed_up`)."""
         if self.source is None:
             raise RuntimeError(f"method {self.spec['method']['name']!r} needs a source student but none was given")
-        return copy.deepcopy(self.source)
-
-    def compiled(self, model: nn.Module):
-        """``model`` itself, or ``torch.compile(model)`` when the recipe asks (``train.compile``); the
-        compiled module shares the model's parameters, so training it trains the model."""
-        if self.spec.get("train", {}).get("compile"):
-            return torch.compile(model)
-        return model
+        return speed_up(copy.deepcopy(self.source), self.spec.get("train", {}))
 
     # ---- quantization
     @property
@@ -102,6 +98,8 @@ class RunContext:
         """The loss of one batch through ``forward``: the task's own loss, or with ``teacher`` the
         distillation loss toward that teacher's outputs (the run's ``distill`` block)."""
         task = self.task
+        if teacher is not None:
+            speed_up(teacher, self.spec.get("train", {}))  # its forward runs at every step unless cached
 
         def task_loss(batch):
             return task.loss(forward(*task.inputs(batch)), batch)
@@ -133,6 +131,46 @@ class RunContext:
                            shadow=t.get("schedule_reads") == "full_precision")
         return run_epochs(fit, self.task, t, self.spec["seed"], self.spec["run"], self.run_dir / CHECKPOINT,
                           spec_hash(self.spec), select)
+
+
+def speed_up(model: nn.Module, train: dict) -> nn.Module:
+    """``model``, changed in place as the recipe's speed switches ask (each once; values unchanged):
+
+    * ``train.channels_last``: its 4-D weights and every 4-D input in ``torch.channels_last`` memory
+      format, the layout oneDNN's and cuDNN's fastest convolutions use. Inputs are converted by a
+      forward pre-hook, so every caller (training, evaluation, a teacher's forward in the task adapter)
+      gets it without the adapter knowing. The quantizers flatten weights with ``reshape``, which reads
+      the logical order whatever the layout: the buckets, and so the codes, do not change
+      (tests/test_speed_switches.py). A model without 4-D weights (an LSTM) is left as it is.
+    * ``train.compile``: ``model.compile()``, in place. ``qd.ste``'s passes call the model itself
+      through ``functional_call``, so the compiled graph runs with the substituted ``Q(w)`` as its
+      inputs while the quantizers stay eager (bit-exact with the reference quantizer; inductor's
+      ``lerp`` is not, benchmarks/README.md). A ``torch.compile(model)`` wrapper would not do: its
+      parameter names gain an ``_orig_mod.`` prefix, which ``functional_call(strict=False)`` would
+      skip without a word, training the unquantized weights.
+
+    The run's context applies it to every model it hands a method (``new_model``, ``source_copy``) and
+    to the teacher a loss reads, so a method gets the switches without asking. ``train.autocast`` is
+    not a change to the model: the engine runs the training forward under it
+    (``qd.train.mixed_precision``).
+    """
+    if train.get("channels_last") and not getattr(model, "_qd_channels_last", False):
+        model.to(memory_format=torch.channels_last)
+        model.register_forward_pre_hook(_inputs_channels_last)
+        model._qd_channels_last = True
+    if train.get("compile") and not getattr(model, "_qd_compiled", False):
+        # every graph of a run recompiles one function (the model class's forward): with and without
+        # grad, the epoch's short last batch, the substituted and the shadow weights, a teacher of the
+        # same class. Past dynamo's default limit of 8 it would fall back to eager with only a warning.
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
+        model.compile()
+        model._qd_compiled = True
+    return model
+
+
+def _inputs_channels_last(module: nn.Module, args: tuple) -> tuple:
+    return tuple(a.contiguous(memory_format=torch.channels_last) if isinstance(a, torch.Tensor) and a.dim() == 4
+                 else a for a in args)
 
 
 def load_codes(model: nn.Module, codes: dict[str, QuantCodes]) -> None:

@@ -3,12 +3,18 @@
 Two kinds of data, one interface:
 
 * small datasets (digits, CIFAR-10/100) are a prepared ``split.pt`` of image and label tensors moved
-  whole to the run's device; batches are index slices of it;
+  whole to the run's device; the training images stay resident as their stored uint8 pixels, a batch
+  is an index slice of them, cropped and flipped as a whole where the recipe augments, then normalised
+  (so the crop's padding is black, as in the official loaders: ``qd.data.augment``); nothing is decoded
+  or normalised again per epoch;
 * ImageNet is an index of image files (``qd.data.imagefolder``), decoded and augmented on the fly by a
   ``DataLoader`` with workers.
 
 Under ``torchrun`` (``qd.distributed``) each process takes its share of every global batch. The loss
-is cross-entropy on the labels, distillation is Hinton's loss on the logits (``qd.distill``), and
+is cross-entropy on the labels, distillation is Hinton's loss on the logits (``qd.distill``) toward
+the teacher's logits: computed at every step, cached once per run on the unaugmented images
+(``distill.cache_teacher``), or read from the teacher's cache of K augmented views per image
+(``distill.teacher_views``, ``qd.teacher_views``), and
 evaluation reports top-1 and top-5 accuracy and the mean loss of the weights being reported.
 
 Try: ``pytest tests/test_tasks.py``.
@@ -25,7 +31,8 @@ import torch
 import torch.nn.functional as F
 
 from qd import distributed
-from qd.data import batches, load_splits, prepare, save_splits
+from qd import teacher_views
+from qd.data import Normalise, batches, load_prepared, load_splits, prepare, save_splits
 from qd.data.augment import crop_and_flip
 from qd.distill import distillation_loss
 from qd.evaluate import classify_batches
@@ -55,14 +62,27 @@ class Classification(Task):
                                                             pin_memory=device.type == "cuda")
             self.meta = self.stream.meta
         else:
-            splits = load_splits(Path(folder) / SPLIT_FILE)
-            move = lambda t: tuple(v.to(device) for v in t)  # noqa: E731
-            self.train, self.val, self.test = move(splits.train), move(splits.val), move(splits.test)
+            splits = load_prepared(Path(folder) / SPLIT_FILE)
             self.meta = splits.meta
+            self.normalise = Normalise(self.meta, device)
+            move = lambda t: tuple(v.to(device) for v in t)  # noqa: E731
+            # evaluation splits normalised once here (on the CPU, as they always were); the training
+            # images resident as stored, normalised per batch after their crop
+            cpu = Normalise(self.meta)
+            self.train = move(splits.train)
+            self.val, self.test = (move((cpu(x), y)) for x, y in (splits.val, splits.test))
+        distill = spec.get("distill", {})
         # a teacher's logits on the (unaugmented) training images, computed once instead of every step
-        self.cache_teacher = (spec.get("distill", {}).get("cache_teacher", False) and not self.augment
-                              and not self.streamed)
+        self.cache_teacher = distill.get("cache_teacher", False) and not self.augment and not self.streamed
         self._teacher_logits: dict[int, torch.Tensor] = {}
+        # the teacher's logits on K fixed augmented views per image, read from its run folder
+        self.view_count = distill.get("teacher_views", 0)
+        self.views: teacher_views.TeacherViews | None = None
+        if self.view_count and (self.streamed or not self.augment):
+            raise ValueError(f"distill.teacher_views: {self.view_count} caches the teacher on augmented views of "
+                             "a prepared split; this run " + ("streams its images" if self.streamed else
+                                                              "does not augment (train.augment: false; "
+                                                              "distill.cache_teacher caches unaugmented images)"))
 
     # ------------------------------------------------------------------ data
     @classmethod
@@ -80,19 +100,28 @@ class Classification(Task):
         return self.meta["sizes"][name] if self.streamed else len(self.split(name)[1])
 
     def train_batches(self, batch_size: int, generator: torch.Generator):
-        """``(images, labels, indices)`` of this process's share of each global batch; the indices let
-        a cached teacher output be looked up."""
+        """``(images, labels, indices)`` of this process's share of each global batch, with the drawn
+        view of each image as a fourth element when the teacher's views are cached; the indices (and
+        views) let a cached teacher output be looked up."""
         if self.streamed:
             for x, y in self.stream.train_batches(batch_size, generator):
                 yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
             return
+        if self.view_count and self.views is None:
+            raise ValueError(f"distill.teacher_views: {self.view_count} is set but no teacher run was given "
+                             "(use_teacher_run reads its cache)")
         x, y = self.train
         order = torch.randperm(len(y), generator=generator)[: self.epoch_examples]
         for i in range(0, len(order), batch_size):
             idx = order[i:i + batch_size][self.rank::self.world]
             xb = x[idx]
-            # drawn after the epoch's permutation, from the same generator: one seed fixes the epoch
-            yield (crop_and_flip(xb, generator) if self.augment else xb), y[idx], idx
+            # crops, flips and views are drawn after the epoch's permutation, from the same generator:
+            # one seed fixes the epoch
+            if self.views is not None:
+                view = torch.randint(0, self.views.k, (len(idx),), generator=generator)
+                yield self.normalise(self.views.crop(xb, idx, view)), y[idx], idx, view
+            else:
+                yield self.normalise(crop_and_flip(xb, generator) if self.augment else xb), y[idx], idx
 
     def n_train_batches(self, batch_size: int) -> int:
         if self.streamed:
@@ -102,7 +131,7 @@ class Classification(Task):
     def eval_batches(self, split: str, batch_size: int):
         if self.streamed:
             return ((x.to(self.device), y.to(self.device)) for x, y in self.stream.eval_batches(split, batch_size))
-        return batches(*self.split(split), batch_size)
+        return ((self.normalise(x), y) for x, y in batches(*self.split(split), batch_size))
 
     def loss_units(self, batch) -> int:
         return len(batch[1])
@@ -125,7 +154,19 @@ class Classification(Task):
     def loss(self, output, batch) -> torch.Tensor:
         return F.cross_entropy(output, batch[1])
 
+    def use_teacher_run(self, folder: Path) -> None:
+        if not self.view_count:
+            return
+        from qd.run import ARTEFACT, file_id
+
+        folder = Path(folder)
+        key = teacher_views.cache_key(file_id(folder / ARTEFACT), teacher_views.train_digest(*self.train),
+                                      self.view_count)
+        self.views = teacher_views.load(folder / teacher_views.views_file(self.view_count), key, self.device)
+
     def teacher_output(self, teacher, batch) -> torch.Tensor:
+        if self.views is not None and len(batch) == 4:  # a batch of cached views: (x, y, indices, views)
+            return self.views.teacher_logits(batch[2], batch[3])
         if self.cache_teacher and len(batch) == 3:
             return self._cached_logits(teacher)[batch[2]]
         with torch.inference_mode():
@@ -140,7 +181,7 @@ class Classification(Task):
             was_training = teacher.training
             teacher.eval()
             self._teacher_logits[id(teacher)] = torch.cat(
-                [teacher(xb) for xb, _ in batches(*self.train, self.eval_batch_size)])
+                [teacher(self.normalise(xb)) for xb, _ in batches(*self.train, self.eval_batch_size)])
             teacher.train(was_training)
         return self._teacher_logits[id(teacher)]
 

@@ -13,7 +13,8 @@ from pathlib import Path
 
 sys.path.insert(0, workflow.basedir)
 from qd.config import (VARIANT_PATTERN, ConfigError, RunId, data_file, data_spec, deep_merge, kind_of, planned_runs,
-                       preset_file, read_yaml, run_spec, source_run, spec_file, teacher_run, validate, with_base)
+                       preset_file, read_yaml, run_spec, source_run, spec_file, teacher_run, validate, views_file,
+                       with_base)
 
 
 def resolve_config(given):
@@ -63,12 +64,16 @@ def run_files(run, name="metrics.json"):
 
 
 def run_inputs(w):
-    """The spec, the data and the finished teacher and source runs a run reads."""
+    """The spec, the data and the finished teacher and source runs a run reads (and the teacher's
+    cached views, which the run finds beside the teacher's model)."""
     run = run_of(w)
     spec = SPECS[run]
     inputs = {"data": str(data_file(RESULTS, w.task))}
     if "teacher" in spec:
         inputs["teacher"] = run_files(teacher_run(CFG, w.task), "model.qda")
+    views = spec.get("distill", {}).get("teacher_views")
+    if views:
+        inputs["views"] = run_files(teacher_run(CFG, w.task), views_file(views))
     if "source" in spec:
         inputs["source"] = run_files(source_run(CFG, run), "model.qda")
     return inputs
