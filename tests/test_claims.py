@@ -22,7 +22,8 @@ from qd.report.stats import FAIL, INCONCLUSIVE, PASS
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGETS = PaperTargets.read(ROOT / "config" / "paper_targets.csv")
-CFG = {**report_settings(None), "bootstrap_samples": 1000}
+# the claims' logic on two trained models' outputs: run-to-run variance is tested on its own (test_claims_variance.py)
+CFG = {**report_settings(None), "bootstrap_samples": 1000, "run_variance_accuracy": "none", "run_variance_bleu": "none"}
 ACCURACY_CLAIMS = ("1", "3a", "3b", "3c", "4a", "4b")
 
 
@@ -149,8 +150,13 @@ def _depth_csv(r34, r18, r2x, iqr=1.0):
     ((70.0, 48.0, 60.0, 8.0), (INCONCLUSIVE, INCONCLUSIVE)),  # 1.46x within the IQRs of 1.42; 1.25 inside
 ])
 def test_depth_speed_claims(times, expected):
-    a, b = claim_depth_speed(_depth_csv(*times), TARGETS, CFG)
-    assert (a.verdict, b.verdict) == expected
+    """Judged on CUDA; on a CPU NOT COMPARABLE: device, with the measured verdict beside it."""
+    lat = _depth_csv(*times)
+    a, b = claim_depth_speed(lat, TARGETS, CFG)
+    assert (a.verdict, b.verdict) == (NOT_COMPARABLE, NOT_COMPARABLE) and (a.measured, b.measured) == expected
+    assert any("NOT COMPARABLE: device `cpu`" in e for e in a.evidence)
+    a, b = claim_depth_speed(lat.assign(device="cuda:0 (NVIDIA H100)"), TARGETS, CFG)
+    assert (a.verdict, b.verdict) == (a.measured, b.measured) == expected
     assert "263 s vs 169 s = 1.56x" in a.paper and "169 s vs 169 s" in b.paper
 
 
@@ -211,7 +217,7 @@ def test_claims_and_compare_share_one_paired_interval(tmp_path, monkeypatch):
     """The claims' cells and ``qd compare`` both pair runs through the task kind's one function, and give
     the same interval for the same two configurations."""
     import qd.tasks.outputs as outputs
-    from qd.report.compare import compare_method
+    from qd.report.compare import compare_method, verdict_word
     from qd.report.paired import paired_interval
     from qd.tasks import task_info
 
@@ -228,7 +234,10 @@ def test_claims_and_compare_share_one_paired_interval(tmp_path, monkeypatch):
     direct = paired_interval(task_info("classification"), tmp_path, lsq, qd, None, CFG["bootstrap_samples"],
                              CFG["bootstrap_seed"], CFG["confidence"])
     assert from_claims == direct and from_claims.estimate == pytest.approx(93.0 - 95.0)
-    assert row["vs qd"] == f"worse [{direct.low:+.2f}, {direct.high:+.2f}]"
+    # the patched function takes no settings: both sides use the schema's defaults (the binomial run-to-run model)
+    assert "binomial" in direct.variances
+    compared = paired_interval(task_info("classification"), tmp_path, lsq, qd, None)  # qd compare: the defaults
+    assert row["vs qd"] == f"{verdict_word(compared)} [{compared.low:+.2f}, {compared.high:+.2f}]"
     assert row["qd diff"] == pytest.approx(direct.estimate)
 
 

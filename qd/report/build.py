@@ -110,6 +110,6 @@ def build_report(results: Path, figures: Path, cfg: dict | None, targets: Path) 
         training_curves(curves, task, students, figures / f"{task}_training_curves", info.epoch_metric,
                         not info.epoch_higher_is_better)
     preset = df["preset"].iloc[0]
-    atomic_write_text(claims_markdown(per_task, preset, settings, task_facts), results / "claims.md")
-    atomic_write_text(claims_frame(per_task).to_csv(index=False), results / "claims.csv")
+    atomic_write_text(claims_markdown(per_task, preset, settings, task_facts, depth_claims), results / "claims.md")
+    atomic_write_text(claims_frame(per_task, depth_claims).to_csv(index=False), results / "claims.csv")
     return report_files(results, figures, infos, bool(depth_claims))

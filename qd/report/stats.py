@@ -19,7 +19,7 @@ Try: ``pytest tests/test_stats.py``.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -40,12 +40,32 @@ class Interval:
     seeds_a: int
     seeds_b: int
     test: str  # how the interval was obtained
-    p_value: float | None = None  # McNemar exact (classification) or paired bootstrap (BLEU)
+    p_value: float | None = None  # two-sided, against 0 (the test's own: McNemar, bootstrap or normal)
+    variances: str = ""  # which sources of variance the interval includes, in words (claims.md prints it)
+    draws: np.ndarray | None = field(default=None, repr=False, compare=False)  # bootstrap draws, when any
 
     def describe(self, digits: int = 2) -> str:
         p = "" if self.p_value is None else f", p = {self.p_value:.3g}"
         return (f"{self.estimate:+.{digits}f} [{self.low:+.{digits}f}, {self.high:+.{digits}f}] "
                 f"({self.confidence:.0%} {self.test}{p})")
+
+    def p_beyond(self, threshold: float, above: bool = True) -> float:
+        """p-value of the one-sided hypothesis the interval rejects when it lies wholly above
+        ``threshold`` (``above``: H0 ``A - B <= threshold``) or wholly below it (H0 ``A - B >= threshold``),
+        doubled so that ``p < 1 - confidence`` exactly when the two-sided interval clears the threshold:
+        from the bootstrap draws where there are draws, else from the interval's half-width as a normal one."""
+        if self.draws is not None and len(self.draws):
+            d = np.asarray(self.draws)
+            share = float(np.mean(d <= threshold) if above else np.mean(d >= threshold))
+            return min(1.0, 2 * share)
+        from scipy.stats import norm
+
+        z = norm.ppf(0.5 + self.confidence / 2)
+        centre, half = (self.low + self.high) / 2, (self.high - self.low) / 2
+        if half <= 0:
+            return 0.0 if (centre > threshold if above else centre < threshold) else 1.0
+        t = (centre - threshold) / (half / z)
+        return float(min(1.0, 2 * norm.sf(t if above else -t)))
 
 
 def verdict(interval: Interval | None, threshold: float) -> str:
@@ -71,6 +91,38 @@ def combine(verdicts: Sequence[str], rule: str = "all") -> str:
     if rule == "any":
         return PASS if PASS in v else (FAIL if all(x == FAIL for x in v) else INCONCLUSIVE)
     raise ValueError(f"unknown rule {rule!r}; known: all, any")
+
+
+def holm(p_values: Sequence[float], alpha: float) -> list[bool]:
+    """Holm's step-down procedure: which hypotheses are rejected with a family-wise error of at most
+    ``alpha``. Sorted ascending, the i-th smallest p-value (from 0) is compared with ``alpha / (m - i)``;
+    the first that misses stops the procedure."""
+    p = np.asarray(list(p_values), float)
+    m = len(p)
+    out = [False] * m
+    for i, j in enumerate(np.argsort(p, kind="stable")):
+        if p[j] >= alpha / (m - i):
+            break
+        out[int(j)] = True
+    return out
+
+
+def family_verdicts(cells: Sequence[tuple[Interval | None, float, str]], rule: str, alpha: float) -> list[str]:
+    """The verdict of each ``(interval, threshold, verdict)`` cell once the claim's family-wise error is
+    controlled with Holm. A claim that every cell must hold (``all``) FAILs when any cell fails: the FAIL
+    side is a union of hypotheses and gets Holm; its PASS needs every cell to pass on its own (an
+    intersection-union test, level ``alpha`` as it is). ``any`` is the mirror: Holm on the PASS side. A
+    cell whose verdict Holm does not confirm becomes INCONCLUSIVE."""
+    out = [v for _, _, v in cells]
+    side = FAIL if rule == "all" else PASS
+    idx = [i for i, (iv, _, v) in enumerate(cells) if iv is not None and v in (PASS, FAIL)]
+    if len(idx) < 2:
+        return out
+    p = [cells[i][0].p_beyond(cells[i][1], above=(side == PASS)) for i in idx]
+    for i, keep in zip(idx, holm(p, alpha)):
+        if out[i] == side and not keep:
+            out[i] = INCONCLUSIVE
+    return out
 
 
 def binomial_two_sided_half(k: int, n: int) -> float:
@@ -115,16 +167,58 @@ def mcnemar_interval(correct_a: np.ndarray, correct_b: np.ndarray, confidence: f
                     f"McNemar exact interval over {n} test examples ({b} vs {c} discordant)", p)
 
 
+def binomial_run_sd(correct: np.ndarray, scale: float = 100.0) -> float:
+    """Run-to-run standard deviation of one run's accuracy under the binomial model (Jordan, ICLR 2024,
+    "Calibrated Chaos": between training runs, test accuracy varies about as much as a binomial
+    proportion over the test set): ``sqrt(p (1 - p) / n)`` with ``p = (k + 1) / (n + 2)``, so that a
+    run right on every example still has some."""
+    c = np.asarray(correct, float).reshape(-1)
+    n = c.size
+    p = (c.sum() + 1) / (n + 2)
+    return float(scale * np.sqrt(p * (1 - p) / max(n, 1)))
+
+
+def variances_text(seeds_a: int, seeds_b: int, examples: str, model: str) -> str:
+    """Which variances an interval includes, in words: the test-set sampling, and run-to-run variance
+    from the seeds (hierarchical bootstrap) or from the stated model for a side with one seed."""
+    parts = [f"test-set sampling ({examples} resampled, paired)"]
+    many = [side for side, k in (("A", seeds_a), ("B", seeds_b)) if k > 1]
+    one = [side for side, k in (("A", seeds_a), ("B", seeds_b)) if k == 1]
+    if many:
+        parts.append(f"run-to-run over seeds ({'/'.join(many)}: hierarchical bootstrap, seeds then {examples} "
+                     "nested)")
+    if one:
+        parts.append(f"run-to-run of {'/'.join(one)} from a model: {model}" if model
+                     else f"no run-to-run variance for {'/'.join(one)} (one seed, no model)")
+    return "; ".join(parts)
+
+
+def _two_sided_p(d: np.ndarray) -> float:
+    return float(min(1.0, 2 * min(np.mean(d <= 0), np.mean(d >= 0))))
+
+
 def paired_difference(correct_a: np.ndarray, correct_b: np.ndarray, n_samples: int = 2000, seed: int = 0,
-                      confidence: float = 0.95) -> Interval:
-    """The interval every claim uses: McNemar's exact interval for one run of each method, the paired
-    bootstrap over examples and seeds when either has several seeds."""
+                      confidence: float = 0.95, run_variance: str = "binomial") -> Interval:
+    """The interval every claim uses for accuracy: the hierarchical bootstrap (seeds, then test examples
+    nested, :func:`paired_bootstrap`), with the run-to-run variance of a side that has one seed from
+    the binomial model (:func:`binomial_run_sd`). ``run_variance="none"`` drops that model: one run
+    each is then compared by McNemar's exact interval, which says whether the two trained models
+    differ on this test set, not whether the two methods do."""
     a, b = _as_seeds(correct_a), _as_seeds(correct_b)
-    if a.shape[0] == b.shape[0] == 1:
-        if a.shape[1] != b.shape[1]:
-            raise ValueError(f"a paired test needs the same test examples: {a.shape[1]} and {b.shape[1]}")
-        return mcnemar_interval(a[0] > 0.5, b[0] > 0.5, confidence)
-    return paired_bootstrap(a, b, n_samples, seed, confidence)
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(f"a paired test needs the same test examples: {a.shape[1]} and {b.shape[1]}")
+    if run_variance not in ("binomial", "none"):
+        raise ValueError(f"unknown run variance model {run_variance!r}; known: binomial, none")
+    if run_variance == "none":
+        if a.shape[0] == b.shape[0] == 1:
+            iv = mcnemar_interval(a[0] > 0.5, b[0] > 0.5, confidence)
+            return replace(iv, variances="test-set sampling only (McNemar exact, paired); no run-to-run variance "
+                                         "(`report.run_variance_accuracy: none`)")
+        return paired_bootstrap(a, b, n_samples, seed, confidence)
+    sd_a = binomial_run_sd(a[0]) if a.shape[0] == 1 else 0.0
+    sd_b = binomial_run_sd(b[0]) if b.shape[0] == 1 else 0.0
+    return paired_bootstrap(a, b, n_samples, seed, confidence, run_sd=(sd_a, sd_b),
+                            run_model="binomial, sd = sqrt(p(1-p)/n) per side (Jordan 2024)")
 
 
 def _as_seeds(x: np.ndarray) -> np.ndarray:
@@ -151,12 +245,17 @@ def _seed_mean(rng: np.random.Generator, per_seed: np.ndarray) -> np.ndarray:
 
 
 def paired_bootstrap(correct_a: np.ndarray, correct_b: np.ndarray, n_samples: int = 2000, seed: int = 0,
-                     confidence: float = 0.95, scale: float = 100.0) -> Interval:
-    """Percentile interval of ``mean(A) - mean(B)`` (times ``scale``: points for 0/1 correctness).
+                     confidence: float = 0.95, scale: float = 100.0, run_sd: tuple[float, float] = (0.0, 0.0),
+                     run_model: str = "") -> Interval:
+    """Percentile interval of ``mean(A) - mean(B)`` (times ``scale``: points for 0/1 correctness) by a
+    hierarchical bootstrap.
 
     ``correct_a``/``correct_b`` are (seeds, examples) arrays (or one row) over the same test examples
-    in the same order. Each draw resamples the examples (one draw shared by both methods: the pairing)
-    and, for a method with several seeds, its seeds; the estimate is the difference of means over seeds.
+    in the same order. Each draw resamples the seeds of a method with several (the training runs),
+    and the test examples nested within them (one draw shared by both methods and all their seeds:
+    the pairing); the estimate is the difference of means over seeds. A side with one seed has no
+    spread of its own to resample: its run-to-run variance comes from a model, a normal draw of
+    standard deviation ``run_sd`` (points) added to each bootstrap draw (zero: left out).
     """
     a, b = _as_seeds(correct_a), _as_seeds(correct_b)
     if a.shape[1] != b.shape[1]:
@@ -171,13 +270,25 @@ def paired_bootstrap(correct_a: np.ndarray, correct_b: np.ndarray, n_samples: in
         acc_a, acc_b = a[:, idx].mean(axis=2).T, b[:, idx].mean(axis=2).T
         diffs.append(_seed_mean(rng, acc_a) - _seed_mean(rng, acc_b))
     d = np.concatenate(diffs) * scale
+    d = _add_run_noise(rng, d, a.shape[0], b.shape[0], run_sd)
     alpha = (1 - confidence) / 2
     low, high = np.quantile(d, [alpha, 1 - alpha])
-    p = mcnemar_exact(a[0] > 0.5, b[0] > 0.5)[2] if a.shape[0] == b.shape[0] == 1 else None
-    what = f"paired bootstrap over {n} test examples" + (
+    model = run_model if any(run_sd) else ""
+    what = "hierarchical bootstrap" if max(a.shape[0], b.shape[0]) > 1 else "paired bootstrap"
+    what += f" over {n} test examples" + (
         f" and seeds ({a.shape[0]} vs {b.shape[0]})" if max(a.shape[0], b.shape[0]) > 1 else "")
+    if model:
+        what += " + run-to-run model"
     return Interval(float((a.mean() - b.mean()) * scale), float(low), float(high), confidence, n,
-                    a.shape[0], b.shape[0], what + ("; McNemar exact" if p is not None else ""), p)
+                    a.shape[0], b.shape[0], what, _two_sided_p(d),
+                    variances_text(a.shape[0], b.shape[0], "examples", model), d)
+
+
+def _add_run_noise(rng: np.random.Generator, d: np.ndarray, seeds_a: int, seeds_b: int,
+                   run_sd: tuple[float, float]) -> np.ndarray:
+    """Bootstrap draws of ``A - B`` plus a normal draw of each one-seed side's run-to-run spread."""
+    var = (run_sd[0] ** 2 if seeds_a == 1 else 0.0) + (run_sd[1] ** 2 if seeds_b == 1 else 0.0)
+    return d + rng.normal(0.0, np.sqrt(var), size=d.shape) if var > 0 else d
 
 
 def seed_bootstrap(values_a: Sequence[float], values_b: Sequence[float], n_samples: int = 2000, seed: int = 0,
@@ -192,7 +303,8 @@ def seed_bootstrap(values_a: Sequence[float], values_b: Sequence[float], n_sampl
     alpha = (1 - confidence) / 2
     low, high = np.quantile(d, [alpha, 1 - alpha])
     return Interval(float(a.mean() - b.mean()), float(low), float(high), confidence, 0, len(a), len(b),
-                    "bootstrap over seeds (no per-example outputs)")
+                    "bootstrap over seeds (no per-example outputs)", None,
+                    "run-to-run over seeds only (no per-example outputs: the test-set sampling is not included)", d)
 
 
 def bleu_statistics(hypotheses: Sequence[str], references: Sequence[str]) -> np.ndarray:
@@ -213,14 +325,16 @@ def corpus_bleu_from_statistics(stats: np.ndarray) -> float:
 
 def paired_bleu_bootstrap(hypotheses_a: Sequence[Sequence[str]], hypotheses_b: Sequence[Sequence[str]],
                           references: Sequence[str], n_samples: int = 1000, seed: int = 0,
-                          confidence: float = 0.95) -> Interval:
-    """Percentile interval of ``BLEU(A) - BLEU(B)`` by paired bootstrap resampling of test sentences.
+                          confidence: float = 0.95, run_sd: tuple[float, float] = (0.0, 0.0),
+                          run_model: str = "") -> Interval:
+    """Percentile interval of ``BLEU(A) - BLEU(B)`` by a hierarchical bootstrap over seeds and test sentences.
 
     ``hypotheses_a``/``_b`` hold one list of detokenised hypotheses per seed. Each draw resamples the
-    sentences (shared by A and B) and the seeds; BLEU is computed from the summed sufficient statistics
-    of the drawn sentences of the drawn seeds (corpus BLEU pooled over seeds). The p-value is the
-    share of draws whose difference, centred on the mean difference, is at least the observed one
-    (the paired bootstrap test of Koehn 2004, as sacreBLEU computes it).
+    seeds and the sentences nested in them (shared by A and B); BLEU is computed from the summed
+    sufficient statistics of the drawn sentences of the drawn seeds (corpus BLEU pooled over seeds).
+    A side with one seed gets its run-to-run spread from a model: a normal draw of standard deviation
+    ``run_sd`` (BLEU points) added to each draw. The p-value is the share of draws on the far side of
+    0, doubled (with no run-to-run model and one seed each: the paired bootstrap of Koehn 2004).
     """
     sa = np.stack([bleu_statistics(h, references) for h in hypotheses_a])  # (seeds, sentences, stats)
     sb = np.stack([bleu_statistics(h, references) for h in hypotheses_b])
@@ -234,13 +348,15 @@ def paired_bleu_bootstrap(hypotheses_a: Sequence[Sequence[str]], hypotheses_b: S
             pb = rng.integers(0, len(sb), len(sb))
             diffs.append(corpus_bleu_from_statistics(sa[pa][:, idx].sum((0, 1)))
                          - corpus_bleu_from_statistics(sb[pb][:, idx].sum((0, 1))))
-    d = np.asarray(diffs)
+    d = _add_run_noise(rng, np.asarray(diffs), len(sa), len(sb), run_sd)
     alpha = (1 - confidence) / 2
     low, high = np.quantile(d, [alpha, 1 - alpha])
-    p = float(((np.abs(d - d.mean()) >= abs(observed)).sum() + 1) / (len(d) + 1))
     seeds = f" and seeds ({len(sa)} vs {len(sb)})" if max(len(sa), len(sb)) > 1 else ""
+    model = run_model if any(run_sd) else ""
+    what = f"{'hierarchical' if seeds else 'paired'} bootstrap of sacreBLEU over {n} test sentences{seeds}"
     return Interval(float(observed), float(low), float(high), confidence, n, len(sa), len(sb),
-                    f"paired bootstrap of sacreBLEU over {n} test sentences{seeds}", p)
+                    what + (" + run-to-run model" if model else ""), _two_sided_p(d),
+                    variances_text(len(sa), len(sb), "sentences", model), d)
 
 
 def clopper_pearson(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:

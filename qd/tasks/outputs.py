@@ -2,20 +2,23 @@
 
 A task kind names one function of this shape in its description (``TaskInfo.paired``, "module:function")::
 
-    paired(results, runs_a, runs_b, data_folder, n_samples, seed, confidence) -> Interval | None
+    paired(results, runs_a, runs_b, data_folder, n_samples, seed, confidence, settings=None) -> Interval | None
 
 ``runs_a``/``runs_b`` are run folders relative to ``results`` (the seeds of one configuration each),
 ``data_folder`` the task's prepared dataset; the result is the interval of ``metric(A) - metric(B)``
 in points of the kind's primary metric, or ``None`` where some run left no per-example outputs (the
-report then falls back to the spread over seeds). The claims and ``qd compare`` both call it through
+report then falls back to the spread over seeds). ``settings`` is the ``report:`` block (its
+``run_variance_*`` keys: the model of run-to-run variance for a side with one seed; docs/verdicts.md);
+``None`` takes the schema's defaults. The claims and ``qd compare`` both call it through
 ``qd.report.paired``. A kind without per-example outputs leaves ``paired`` empty.
 
 * :func:`paired_accuracy`: image classification, from each run's ``test_outputs.csv`` (index, label,
-  prediction): McNemar's exact interval for one seed each, a paired bootstrap over examples and seeds
-  for several;
+  prediction): a hierarchical bootstrap over seeds and the test examples nested in them, a side with
+  one seed taking its run-to-run variance from the binomial model (``report.run_variance_accuracy``);
 * :func:`paired_bleu`: translation, from each run's ``test_hypotheses.txt`` and the references of
-  the prepared dataset: a paired bootstrap of sacreBLEU over sentences (at most 1000 draws, as
-  sacreBLEU's default).
+  the prepared dataset: the same bootstrap of sacreBLEU over seeds and sentences (at most 1000 draws,
+  as sacreBLEU's default), a side with one seed taking its run-to-run variance from the calibration
+  measured on the task's seeds (``report.run_variance_bleu``, ``qd.report.calibration``).
 
 This module stays torch-free. Try: ``pytest tests/test_claims.py -k paired``.
 """
@@ -90,8 +93,16 @@ def references(data_folder: Path) -> list[str] | None:
     return lines(path)
 
 
+def _settings(settings: dict | None) -> dict:
+    if settings is not None:
+        return settings
+    from qd.report.paired import default_settings
+
+    return default_settings()
+
+
 def paired_accuracy(results: Path, runs_a: list[str], runs_b: list[str], data_folder: Path | None,
-                    n_samples: int, seed: int, confidence: float) -> Interval | None:
+                    n_samples: int, seed: int, confidence: float, settings: dict | None = None) -> Interval | None:
     """Accuracy difference of two lists of runs over the same test examples (``data_folder`` unused:
     each run's outputs carry their labels)."""
     ca, cb = correctness(results, runs_a), correctness(results, runs_b)
@@ -100,14 +111,24 @@ def paired_accuracy(results: Path, runs_a: list[str], runs_b: list[str], data_fo
     if ca.shape[1] != cb.shape[1]:
         raise ValueError(f"{runs_a[0]} and {runs_b[0]} were evaluated on test sets of different sizes "
                          f"({ca.shape[1]} and {cb.shape[1]})")
-    return paired_difference(ca, cb, n_samples, seed, confidence)
+    return paired_difference(ca, cb, n_samples, seed, confidence, _settings(settings)["run_variance_accuracy"])
 
 
 def paired_bleu(results: Path, runs_a: list[str], runs_b: list[str], data_folder: Path | None,
-                n_samples: int, seed: int, confidence: float) -> Interval | None:
-    """Corpus-BLEU difference of two lists of runs against the references of ``data_folder``."""
+                n_samples: int, seed: int, confidence: float, settings: dict | None = None) -> Interval | None:
+    """Corpus-BLEU difference of two lists of runs against the references of ``data_folder``; a side
+    with one seed gets the run-to-run spread of ``qd.report.calibration.run_sd``."""
+    from qd.report.calibration import metrics_of, run_sd
+
     ha, hb = hypotheses(results, runs_a), hypotheses(results, runs_b)
     refs = references(data_folder) if data_folder is not None else None
     if not ha or not hb or not refs:
         return None
-    return paired_bleu_bootstrap(ha, hb, refs, min(n_samples, BLEU_MAX_DRAWS), seed, confidence)
+    cfg = _settings(settings)
+    sds, texts = [], []
+    for runs in (runs_a, runs_b):
+        sd, text = run_sd(metrics_of(results, runs[0]), cfg) if len(runs) == 1 else (0.0, "")
+        sds.append(sd)
+        texts.append(text)
+    model = " | ".join(dict.fromkeys(t for t in texts if t))
+    return paired_bleu_bootstrap(ha, hb, refs, min(n_samples, BLEU_MAX_DRAWS), seed, confidence, tuple(sds), model)

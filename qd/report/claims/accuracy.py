@@ -23,15 +23,16 @@ BUCKETING_HELPS = ClaimSpec("3c", "Bucketing improves PM quantization.", ("bucke
 DQ_COMPETITIVE = ClaimSpec("4a", "Differentiable quantization is competitive with quantized distillation at 4 bits.",
                            ("dq_vs_qd_tolerance_4bit",))
 QD_BETTER_2BIT = ClaimSpec("4b", "At 2 bits (CIFAR-10), quantized distillation is better than differentiable "
-                                 "quantization.", ("qd_vs_dq_min_gap_2bit",))
+                                 "quantization.", ("qd_vs_dq_min_gap_2bit",), datasets=("cifar10",))
 
 
 # ---------------------------------------------------------------------- claim 1
 def claim_match_teacher(ev: Evidence) -> Claim:
-    tol, ratio = ev.cfg["match_tolerance"], ev.cfg["match_min_compression"]
+    tol, ratio = ev.threshold("match_tolerance"), ev.cfg["match_min_compression"]
     c = MATCH_TEACHER.claim(
         f"some 4-bit QD or DQ student >= teacher - {tol:g} points (`report.match_tolerance`) and at least "
-        f"{ratio:g}x smaller on disk than the teacher (`report.match_min_compression`)", rule="any")
+        f"{ratio:g}x smaller on disk than the teacher (`report.match_min_compression`)"
+        + ev.threshold_note("match_tolerance"), rule="any")
     c.paper = _paper_claim1(ev.targets)
     teacher = ev.row(ev.teacher, "fp")
     if teacher is None:
@@ -56,7 +57,7 @@ def claim_match_teacher(ev: Evidence) -> Claim:
                 cell.verdict, cell.note = FAIL, note + f": less than {ratio:g}x"
             c.cells.append(cell)
             used.append(s)
-    return ev.finish(c, used)
+    return ev.finish(c, used, spec=MATCH_TEACHER)
 
 
 def _paper_claim1(t: PaperTargets) -> str:
@@ -78,69 +79,79 @@ def _paper_claim1(t: PaperTargets) -> str:
 
 # ---------------------------------------------------------------------- claim 3
 def claim_distillation_helps(ev: Evidence) -> list[Claim]:
-    gain = ev.cfg["distill_min_gain"]
+    gain = ev.threshold("distill_min_gain")
     fp = DISTILLATION_HELPS.claim(
-        f"FP distilled - FP normal > {gain:+g} points for every student (`report.distill_min_gain`)")
+        f"FP distilled - FP normal > {gain:+g} points for every student (`report.distill_min_gain`)"
+        + ev.threshold_note("distill_min_gain"))
     fp.paper = paper_differences_text(ev.targets, ("distill", None, None), ("fp", None, None), "distilled - normal")
-    fp.caveat = counter_cases_text(ev.targets, ("distill", None, None), ("fp", None, None), gain,
-                                   "(distillation did not help there)")
+    fp.caveat = counter_cases_text(ev.targets, ("distill", None, None), ("fp", None, None),
+                                   ev.cfg["distill_min_gain"], "(distillation did not help there)")
     for s in ev.students:
         cell = ev.cell(s, (s, "distill", None, None), (s, "fp", None, None), gain, "distilled", "normal")
         if cell:
             fp.cells.append(cell)
-    claims = [ev.finish(fp, [ev.teacher, *ev.students])]
+    claims = [ev.finish(fp, [ev.teacher, *ev.students], spec=DISTILLATION_HELPS)]
 
     pm_bucket, qd_bucket = ev.main_bucket("pm"), ev.main_bucket("qd")
     bits = [b for b in ev.bits_run("qd") if b in PAPER_BITS]
-    gaps = {2: ev.cfg["qd_vs_pm_min_gap_2bit"], 4: ev.cfg["qd_vs_pm_min_gap_4bit"]}
+    gaps = {2: ev.threshold("qd_vs_pm_min_gap_2bit"), 4: ev.threshold("qd_vs_pm_min_gap_4bit")}
+    paper_gaps = {2: ev.cfg["qd_vs_pm_min_gap_2bit"], 4: ev.cfg["qd_vs_pm_min_gap_4bit"]}
     qd = QD_BEATS_PM.claim(
         f"QD - PM (bucket {pm_bucket}) > {gaps[2]:g} points at 2 bits (`report.qd_vs_pm_min_gap_2bit`) and "
-        f"> {gaps[4]:g} at 4 bits (`report.qd_vs_pm_min_gap_4bit`), every student")
+        f"> {gaps[4]:g} at 4 bits (`report.qd_vs_pm_min_gap_4bit`), every student"
+        + ev.threshold_note("qd_vs_pm_min_gap_2bit", "qd_vs_pm_min_gap_4bit"))
     qd.paper = " · ".join(filter(None, [paper_differences_text(ev.targets, ("qd", b, 256), ("pm", b, 256),
                                                                f"QD - PM, {b} bits") for b in PAPER_BITS]))
-    qd.caveat = " ".join(filter(None, [counter_cases_text(ev.targets, ("qd", b, 256), ("pm", b, 256), gaps[b],
+    qd.caveat = " ".join(filter(None, [counter_cases_text(ev.targets, ("qd", b, 256), ("pm", b, 256), paper_gaps[b],
                                                           f"at {b} bits (QD not above PM)") for b in PAPER_BITS]))
     for s in ev.students:
         for b in bits:
             cell = ev.cell(f"{s} {b}-bit", (s, "qd", b, qd_bucket), (s, "pm", b, pm_bucket), gaps[b], "QD", "PM")
             if cell:
                 qd.cells.append(cell)
-    claims.append(ev.finish(qd, [ev.teacher, *ev.students]))
+    claims.append(ev.finish(qd, [ev.teacher, *ev.students], spec=QD_BEATS_PM))
 
-    gain4 = ev.cfg["bucket_min_gain_4bit"]
+    gain4 = ev.threshold("bucket_min_gain_4bit")
     bk = BUCKETING_HELPS.claim(
         f"PM with bucket {pm_bucket} - PM without bucketing > {gain4:+g} points at 4 bits, every student "
-        "(`report.bucket_min_gain_4bit`; at 2 bits both are near chance in the paper, at 8 within 0.1)")
+        "(`report.bucket_min_gain_4bit`; at 2 bits both are near chance in the paper, at 8 within 0.1)"
+        + ev.threshold_note("bucket_min_gain_4bit"))
     bk.paper = paper_differences_text(ev.targets, ("pm", 4, 256), ("pm", 4, None), "bucketed - unbucketed, 4 bits")
-    bk.caveat = counter_cases_text(ev.targets, ("pm", 4, 256), ("pm", 4, None), gain4, "at 4 bits")
+    bk.caveat = counter_cases_text(ev.targets, ("pm", 4, 256), ("pm", 4, None), ev.cfg["bucket_min_gain_4bit"],
+                                   "at 4 bits")
     if 4 in ev.bits_run("pm"):
         for s in ev.students:
             cell = ev.cell(f"{s} 4-bit", (s, "pm", 4, pm_bucket), (s, "pm", 4, None), gain4, "bucketed", "unbucketed")
             if cell:
                 bk.cells.append(cell)
-    claims.append(ev.finish(bk, [ev.teacher, *ev.students]))
+    claims.append(ev.finish(bk, [ev.teacher, *ev.students], spec=BUCKETING_HELPS))
     return claims
 
 
 # ---------------------------------------------------------------------- claim 4
 def claim_dq_competitive(ev: Evidence) -> list[Claim]:
     qd_b, dq_b = ev.main_bucket("qd"), ev.main_bucket("dq")
-    tol = ev.cfg["dq_vs_qd_tolerance_4bit"]
+    tol = ev.threshold("dq_vs_qd_tolerance_4bit")
     four = DQ_COMPETITIVE.claim(
-        f"DQ - QD > -{tol:g} points at 4 bits for every student (`report.dq_vs_qd_tolerance_4bit`)")
+        f"DQ - QD > -{tol:g} points at 4 bits for every student (`report.dq_vs_qd_tolerance_4bit`)"
+        + ev.threshold_note("dq_vs_qd_tolerance_4bit"))
     four.paper = paper_differences_text(ev.targets, ("dq", 4, 256), ("qd", 4, 256), "DQ - QD, 4 bits")
-    four.caveat = counter_cases_text(ev.targets, ("dq", 4, 256), ("qd", 4, 256), -tol, "at 4 bits")
+    four.caveat = counter_cases_text(ev.targets, ("dq", 4, 256), ("qd", 4, 256), -ev.cfg["dq_vs_qd_tolerance_4bit"],
+                                     "at 4 bits")
     for s in ev.students:
         cell = ev.cell(f"{s} 4-bit", (s, "dq", 4, dq_b), (s, "qd", 4, qd_b), -tol, "DQ", "QD")
         if cell:
             four.cells.append(cell)
-    gap = ev.cfg["qd_vs_dq_min_gap_2bit"]
+    gap = ev.threshold("qd_vs_dq_min_gap_2bit")
     two = QD_BETTER_2BIT.claim(
-        f"QD - DQ > {gap:+g} points at 2 bits for every student (`report.qd_vs_dq_min_gap_2bit`)")
+        f"QD - DQ > {gap:+g} points at 2 bits for every student (`report.qd_vs_dq_min_gap_2bit`)"
+        + ev.threshold_note("qd_vs_dq_min_gap_2bit"))
     two.paper = paper_differences_text(ev.targets, ("qd", 2, 256), ("dq", 2, 256), "QD - DQ, 2 bits")
-    two.caveat = counter_cases_text(ev.targets, ("qd", 2, 256), ("dq", 2, 256), gap, "at 2 bits (DQ wins there)")
+    two.caveat = counter_cases_text(ev.targets, ("qd", 2, 256), ("dq", 2, 256), ev.cfg["qd_vs_dq_min_gap_2bit"],
+                                    "at 2 bits (DQ wins there)")
     for s in ev.students:
         cell = ev.cell(f"{s} 2-bit", (s, "qd", 2, qd_b), (s, "dq", 2, dq_b), gap, "QD", "DQ")
         if cell:
             two.cells.append(cell)
-    return [ev.finish(four, [ev.teacher, *ev.students]), ev.finish(two, [ev.teacher, *ev.students])]
+    return [ev.finish(four, [ev.teacher, *ev.students], spec=DQ_COMPETITIVE),
+            ev.finish(two, [ev.teacher, *ev.students], spec=QD_BETTER_2BIT)]

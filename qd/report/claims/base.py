@@ -8,13 +8,20 @@ config's ``report:`` block, whose defaults come from the paper's own numbers. Wh
 is lower-is-better (``TaskInfo.higher_is_better`` False) a cell tests the improvement ``B - A``. A cell is
 
 * PASS when the whole interval clears the threshold, FAIL when the whole interval misses it,
-  INCONCLUSIVE when the threshold lies inside it (the test set cannot tell);
+  INCONCLUSIVE when the threshold lies inside it (the test set and the training noise cannot tell);
+  the interval is one of methods, not of two trained models: it includes the run-to-run variance,
+  from the seeds or, for a side with one seed, from a stated model (docs/verdicts.md), and each
+  cell says which variances it includes;
 * a *counter-case* when the paper's own table misses the threshold for the same model (e.g. the
   deeper student, where distillation did not help): it is shown and left out of the verdict.
 
-A claim combines its cells (every cell must hold, or some cell must, as the claim says) and is
-NOT COMPARABLE when a model it rests on is far below the paper's (``report.not_comparable_below``):
-a verdict drawn from a 51% teacher says nothing about a paper whose teacher had 90%.
+A claim combines its cells (every cell must hold, or some cell must, as the claim says), with the
+family-wise error over its cells controlled by Holm (``report.family_wise``), and is NOT COMPARABLE
+when a model it rests on is far below the paper's (``report.not_comparable_below``): a verdict drawn
+from a 51% teacher says nothing about a paper whose teacher had 90%. On a task the paper did not run
+(a dataset with no paper numbers), or outside the dataset a claim names (4b: CIFAR-10), the verdict is
+an *analogue* of the claim (``Claim.scope``), with its thresholds in the task's metric
+(``report.thresholds_bleu`` for BLEU).
 
 A claim's statement has one home, its :class:`ClaimSpec` in the module of its family; a
 :class:`Claim` is only made from its spec (:meth:`ClaimSpec.claim`, :meth:`ClaimSpec.untested`).
@@ -33,12 +40,13 @@ from qd.report import rows_info
 from qd.report.collect import main_bucket, runs_of
 from qd.report.paired import paired_interval
 from qd.report.paper import PaperTargets
-from qd.report.stats import FAIL, INCONCLUSIVE, PASS, Interval, combine, seed_bootstrap, verdict
+from qd.report.stats import FAIL, INCONCLUSIVE, PASS, Interval, combine, family_verdicts, seed_bootstrap, verdict
 from qd.tasks import TaskInfo
 
 NOT_TESTED, NOT_COMPARABLE = "NOT TESTED", "NOT COMPARABLE"
 PAPER_BITS = (2, 4)  # the bit widths of the paper's CIFAR tables: orderings of methods are claimed there
 VERDICTS = (PASS, FAIL, INCONCLUSIVE, NOT_COMPARABLE, NOT_TESTED)
+PAPER, ANALOGUE = "paper", "analogue"  # Claim.scope: the paper's setting, or an analogue on another task
 
 Key = tuple  # (model, method, bits, bucket)
 
@@ -51,6 +59,7 @@ class ClaimSpec:
     number: str
     statement: str
     keys: tuple[str, ...] = ()
+    datasets: tuple[str, ...] = ()  # the paper's datasets the claim is stated on (empty: any it ran)
 
     def claim(self, test: str, **kw) -> "Claim":
         return Claim(self.number, self.statement, test, **kw)
@@ -75,6 +84,7 @@ class Cell:
     counter_case: bool = False  # the paper's own numbers miss the threshold here
     note: str = ""
     lower_is_better: bool = False  # the interval is of B - A: the improvement of a lower-is-better metric
+    alone: str = ""  # the cell's verdict on its own interval, where the family-wise control changed it
 
     def line(self) -> str:
         gain = self.b_value - self.a_value if self.lower_is_better else self.a_value - self.b_value
@@ -85,8 +95,9 @@ class Cell:
         counter = " — the paper's own table misses the threshold here: left out of the verdict" \
             if self.counter_case else ""
         note = f"; {self.note}" if self.note else ""
+        holm = f" (alone {self.alone}; not confirmed by Holm over the claim's cells)" if self.alone else ""
         return (f"{self.where}: {self.a} {self.a_value:.2f} vs {self.b} {self.b_value:.2f}, {what} {iv}; "
-                f"holds when > {self.threshold:+.2f}{paper}{note}: **{self.verdict}**{counter}")
+                f"holds when > {self.threshold:+.2f}{paper}{note}: **{self.verdict}**{holm}{counter}")
 
 
 @dataclass
@@ -105,16 +116,32 @@ class Claim:
     seeds: str = ""  # what each side's numbers rest on: seeds per side, or timing repeats
     n_test: int | None = None
     summary: str = ""  # the deciding numbers of a claim without cells (2, 5, 6)
+    scope: str = PAPER  # PAPER, or ANALOGUE: a task the paper did not run (or a dataset the claim does not name)
+    variances: str = ""  # what the deciding interval includes (test-set sampling, run-to-run: seeds or a model)
+    family: str = ""  # how the family-wise error over the cells is controlled, in words
 
-    def decide(self) -> None:
-        """The verdict of the cells that test the claim (counter-cases left out)."""
+    def decide(self, alpha: float | None = None) -> None:
+        """The verdict of the cells that test the claim (counter-cases left out); with ``alpha``, the
+        family-wise error over them controlled by Holm (``stats.family_verdicts``)."""
         counted = [c for c in self.cells if not c.counter_case]
+        if alpha is not None and len(counted) > 1:
+            adjusted = family_verdicts([(c.interval, c.threshold, c.verdict) for c in counted], self.rule, alpha)
+            for c, v in zip(counted, adjusted):
+                if v != c.verdict:
+                    c.alone, c.verdict = c.verdict, v
+            side = "FAIL" if self.rule == "all" else "PASS"
+            self.family = (f"family-wise error over {len(counted)} cells controlled by Holm at {alpha:g} on the "
+                           f"{side} side (the other side needs every cell on its own)")
+        elif len(counted) > 1:
+            self.family = f"family-wise error over {len(counted)} cells NOT controlled (`report.family_wise: none`)"
         if counted:
             self.verdict = self.measured = combine([c.verdict for c in counted], self.rule)
             seeds = sorted({(c.interval.seeds_a, c.interval.seeds_b) for c in counted if c.interval})
             self.seeds = "seeds per side " + (", ".join(f"{a} vs {b}" for a, b in seeds) if seeds else "1 vs 1")
             ns = {c.interval.n_examples for c in counted if c.interval and c.interval.n_examples}
             self.n_test = max(ns) if ns else None
+            d = self.deciding()
+            self.variances = d.interval.variances if d else ""
 
     def deciding(self) -> Cell | None:
         """The cell that settles the verdict: the weakest under 'all', the strongest under 'any'."""
@@ -126,7 +153,8 @@ class Claim:
 
     def rests_on(self) -> str:
         n = f"{self.n_test:,} test examples" if self.n_test else ""
-        return "; ".join(x for x in (self.seeds, n) if x)
+        inc = f"interval includes: {self.variances}" if self.variances else ""
+        return "; ".join(x for x in (self.seeds, n, inc, self.family) if x)
 
 
 class Evidence:
@@ -152,6 +180,25 @@ class Evidence:
         self.config = config
         self.dataset = self.df["dataset"].iloc[0] if len(self.df) else ""
         self._cache: dict = {}
+
+    # ---- thresholds in the task's metric
+    def threshold(self, key: str) -> float:
+        """A threshold of the ``report:`` block in points of the task's primary metric: accuracy points as
+        the paper's tables give them, ``thresholds_bleu`` for BLEU (a key it lacks keeps its accuracy
+        value, and the claim's test says so through :meth:`threshold_note`)."""
+        per_metric = self.cfg.get(f"thresholds_{self.metric}") or {}
+        return float(per_metric.get(key, self.cfg[key]))
+
+    def threshold_note(self, *keys: str) -> str:
+        if self.metric == "accuracy":
+            return ""
+        per_metric = self.cfg.get(f"thresholds_{self.metric}") or {}
+        own = [k for k in keys if k in per_metric]
+        kept = [k for k in keys if k not in per_metric]
+        parts = [f"{self.metric.upper()} thresholds from `report.thresholds_{self.metric}`"] if own else []
+        if kept:
+            parts.append(f"{', '.join(kept)} in accuracy points: no {self.metric.upper()} value set")
+        return " (" + "; ".join(parts) + ")" if parts else ""
 
     # ---- measured values
     def row(self, model, method, bits=None, bucket=None) -> pd.Series | None:
@@ -182,7 +229,7 @@ class Evidence:
         out = None
         if len(ra) and len(rb):
             out = paired_interval(self.info, self.results, list(ra["run"]), list(rb["run"]), self.data_folder,
-                                  n, seed, conf)
+                                  n, seed, conf, self.cfg)
             if out is None:
                 out = seed_bootstrap(ra[self.metric], rb[self.metric], n, seed, conf)
         self._cache[(a, b)] = out
@@ -227,10 +274,23 @@ class Evidence:
                              + (f": more than {below:g} points below the paper's" if far else ""))
         return ok, lines
 
-    def finish(self, claim: Claim, models: list[str], comparable: bool = True) -> Claim:
-        """Decide the verdict, list the models behind it, and mark it NOT COMPARABLE where they are far
-        below the paper's."""
-        claim.decide()
+    def scope_of(self, spec: ClaimSpec | None = None) -> tuple[str, str]:
+        """PAPER where the paper ran this task's dataset (and, for a claim stated on named datasets, it is
+        one of them); ANALOGUE otherwise, with the reason."""
+        if not self.targets.has(self.dataset):
+            return ANALOGUE, f"the paper did not run dataset `{self.dataset}`: an analogue of the claim"
+        if spec is not None and spec.datasets and self.dataset not in spec.datasets:
+            return ANALOGUE, (f"the paper states this claim on {', '.join(spec.datasets)} only: on `{self.dataset}` "
+                              "an analogue")
+        return PAPER, ""
+
+    def finish(self, claim: Claim, models: list[str], comparable: bool = True, spec: ClaimSpec | None = None) -> Claim:
+        """Decide the verdict (Holm over the cells, ``report.family_wise``), list the models behind it, mark
+        an analogue, and NOT COMPARABLE where the models are far below the paper's."""
+        claim.decide((1 - self.cfg["confidence"]) if self.cfg.get("family_wise", "holm") == "holm" else None)
+        claim.scope, why = self.scope_of(spec)
+        if why:
+            claim.evidence.append(why)
         if not claim.cells:
             claim.evidence.append("the runs this check compares are not in this preset")
             return claim

@@ -3,7 +3,9 @@
 * 2a/2b on the depth timing (``latency_depth.csv``, ``evaluation.depth_latency``): ResNet-18's speed-up
   over ResNet-34 against the depth ratio, and 2xResNet-18 (same depth, twice as wide) against ResNet-18,
   with the paper's ImageNet timings from the targets file; the report writes their table and figure
-  once per preset (:func:`depth_outputs`);
+  and states the two claims once per preset (:func:`depth_outputs`), not under every task. They are
+  statements about GPU inference: timed on a CPU (2a holds by counting multiply-adds, 2b fails for the
+  same reason) they are NOT COMPARABLE: device, with the measured verdict beside; judged on CUDA;
 * 2c on the task's own trained models (the timing job's ``latency.csv``): each FP student's speed-up
   over the teacher against their depth ratio, depth counted on the saved models (:func:`weight_depth`);
 * 2 NOT TESTED where neither timing ran.
@@ -16,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from qd.report.claims.base import FAIL, INCONCLUSIVE, PASS, Claim, ClaimSpec, Evidence
+from qd.report.claims.base import FAIL, INCONCLUSIVE, NOT_COMPARABLE, PASS, Claim, ClaimSpec, Evidence
 from qd.report.collect import LATENCY_FILE, runs_of
 from qd.report.figures import latency_vs_depth
 from qd.report.paper import PaperTargets
@@ -89,6 +91,14 @@ def claim_depth_speed(lat: pd.DataFrame, targets: PaperTargets, cfg: dict) -> li
                   "it has 4x the multiply-adds, which a device with idle parallel units hides and a busy CPU does not"]
     b.seeds = "median and IQR of the timing repeats"
     b.summary = f"time ratio {ratio:.2f} [{lo:.2f}, {hi:.2f}] vs <= {wide_max:g}"
+    device = str(t["device"].iloc[0])
+    for c in (a, b):
+        c.variances = "timing repeats (interquartile range of each model's time)"
+        if not device.lower().startswith("cuda"):
+            c.verdict = NOT_COMPARABLE
+            c.evidence.append(f"NOT COMPARABLE: device `{device}`. The paper's statement is about GPU inference; on "
+                              "a CPU the time follows the multiply-adds (2a holds, 2b fails, for that reason alone). "
+                              f"The measured verdict ({c.measured}) is given beside; a CUDA timing is judged.")
     return [a, b]
 
 
@@ -124,6 +134,10 @@ def claim_trained_speed(ev: Evidence, depth: dict[str, int]) -> Claim:
     if verdicts:
         c.verdict = c.measured = combine(verdicts, "all")
         c.seeds = "median and IQR of the timing job's repeats"
+        c.variances = "timing repeats (interquartile range); family-wise error over students not controlled"
+        c.scope, why = ev.scope_of()
+        if why:
+            c.evidence.append(why)
         c.summary = f"{sum(v == PASS for v in verdicts)} of {len(verdicts)} students hold"
     return c
 
@@ -174,8 +188,10 @@ def depth_outputs(results: Path, figures: Path, paper: PaperTargets, settings: d
 
 
 def check(ev: Evidence) -> list[Claim]:
-    """2a/2b from the preset's depth timing, 2c where the timing job ran; 2 NOT TESTED without either."""
-    claims = list(ev.depth_claims)
+    """2c where the timing job ran (2a/2b are the preset's, stated once: :func:`depth_outputs`); 2 NOT
+    TESTED where neither timing ran."""
     if (ev.results / LATENCY_FILE).exists():
-        claims.append(claim_trained_speed(ev, model_depths(ev, [ev.teacher, *ev.students])))
-    return claims or [SPEED.untested("needs the depth timing (evaluation.depth_latency.enabled) or the timing job")]
+        return [claim_trained_speed(ev, model_depths(ev, [ev.teacher, *ev.students]))]
+    if ev.depth_claims:
+        return []
+    return [SPEED.untested("needs the depth timing (evaluation.depth_latency.enabled) or the timing job")]
