@@ -67,9 +67,14 @@ class RunContext:
         return speed_up(model, self.spec.get("train", {}))
 
     def source_copy(self) -> nn.Module:
-        """A copy of the source student, set up as the recipe's speed switches ask (:func:`speed_up`)."""
+        """A copy of the source student, set up as the recipe's speed switches ask (:func:`speed_up`).
+
+        Seeds torch's global generator with the run's seed, as :meth:`new_model` does: a process starts
+        with it seeded at random, and what trains the copy may draw from it (fairseq's LSTMs draw their
+        dropout masks there), so an unseeded copy trains differently in every process."""
         if self.source is None:
             raise RuntimeError(f"method {self.spec['method']['name']!r} needs a source student but none was given")
+        torch.manual_seed(self.spec["seed"])
         return speed_up(copy.deepcopy(self.source), self.spec.get("train", {}))
 
     # ---- quantization
