@@ -1,5 +1,6 @@
 # The README's two commands. Each installs what it needs into .venv first (Python 3.11, PyPI only).
-#   make demo   - the embedded demo: snakemake --cores 2 on config/config.yaml
+#   make demo   - the embedded demo: snakemake --cores 2 on config/config.yaml, writing results/demo/ and
+#                 figures/demo/ (ignored by git), then `qd diff`: the run beside reference/demo/
 #   make test   - the test suite (fast CPU tier; `make test-slow` adds the slow tier)
 #   make paper  - every paper preset, one after another (GPUs and the datasets needed: see README)
 PYTHON ?= python3
@@ -22,6 +23,7 @@ $(VENV)/.installed: pyproject.toml
 
 demo: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --workflow-profile workflow/profiles/default --cores $(CORES)
+	$(BIN)/qd diff --preset demo --out results/demo/diff.md
 
 test: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest -q

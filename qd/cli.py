@@ -8,7 +8,9 @@
     qd latency  --config config/config.yaml                 # time every finished run's final model
     qd report   --config config/config.yaml                 # summary, tables, claims, figures
     qd compare  --method lsq --preset demo                  # a method against PM, QD and DQ, paired tests
-    qd readme   [--check]                                   # README sections from the committed records
+    qd diff     --preset demo                               # a finished run beside its reference record
+    qd reference --preset demo                              # promote a finished run to the reference record
+    qd readme   [--check]                                   # README sections from the reference records
 
 The workflow calls the same subcommands with ``--spec``: a file holding exactly what one job reads
 (``results/<preset>/.specs/<hash>.json``, see ``qd.config.run_spec``), so a rule and a hand-typed
@@ -324,7 +326,8 @@ def _check_train_args(args, parser) -> None:
 
 
 # subcommands that parse their own arguments (their modules document them)
-DELEGATED = {"readme": "qd.report.readme", "compare": "qd.report.compare"}
+DELEGATED = {"readme": "qd.report.readme", "compare": "qd.report.compare", "diff": "qd.report.diff",
+             "reference": "qd.report.reference"}
 
 
 def main(argv: list[str] | None = None) -> int:

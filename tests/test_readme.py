@@ -1,6 +1,7 @@
-"""README sections generated from committed records: rendering from synthetic records, the check
-that notices an edited number, and the repository's own README and benchmarks/README against the
-records committed with them."""
+"""README sections generated from the reference records: rendering from synthetic records promoted
+with ``qd reference``, the check that notices an edited number, provenance with no path of the machine
+that made a record, and the repository's own README and benchmarks/README against the reference
+records committed with them (apart from results/ and figures/, which a run writes and git ignores)."""
 from __future__ import annotations
 
 import json
@@ -17,11 +18,13 @@ from qd.report.collect import aggregate, collect
 from qd.report.paper import PaperTargets
 from qd.report.benchmark import benchmark_record, save_benchmark
 from qd.report.readme import main, outdated, render_section, rendered, section_benchmarks, sections, within_budget
+from qd.report.reference import portable_command, promote
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _records(root: Path) -> None:
+    """A finished synthetic run in ``results/demo/``, promoted to ``reference/demo/`` as ``qd reference`` does."""
     results = root / "results" / "demo"
     write_grid(results, grid_cells(dq4=94.9), n=400)
     df = collect(results)
@@ -32,6 +35,8 @@ def _records(root: Path) -> None:
     claims_frame({"t": check_claims(ev)}).to_csv(results / "claims.csv", index=False)
     (results / "tables").mkdir()
     (results / "tables" / "t_paper.md").write_text("# t: the paper's numbers beside ours\n\nbody\n")
+    (results / "claims.md").write_text("# claims\n")
+    promote("demo", root)
     bench = root / "benchmarks" / "results"
     bench.mkdir(parents=True)
     rec = benchmark_record("bench_quantizer", "python benchmarks/bench_quantizer.py",
@@ -96,7 +101,7 @@ def test_bad_markers_and_missing_records_are_named(tmp_path):
         sections("<!-- qd:end claims:demo -->\n")
     with pytest.raises(ValueError, match="unknown README section 'tabel:demo'"):
         render_section("tabel:demo", tmp_path)
-    with pytest.raises(FileNotFoundError, match="results/nope/summary.csv does not exist.*'table:nope'"):
+    with pytest.raises(FileNotFoundError, match="reference/nope/results/summary.csv does not exist.*'table:nope'"):
         render_section("table:nope", tmp_path)
     with pytest.raises(FileNotFoundError, match="no benchmark records"):
         section_benchmarks(tmp_path)
@@ -136,13 +141,30 @@ def test_run_record_from_snakemake_logs_reaches_the_provenance(tmp_path):
     second.write_text("[Thu Dec  3 10:00:00 2026]\nrule x:\n[Thu Dec  3 10:20:00 2026]\nFinished jobid: 1 (Rule: x)\n"
                       "1 of 2 steps (50%) done\n[Thu Dec  3 10:30:30 2026]\nFinished jobid: 0 (Rule: all)\n"
                       "2 of 2 steps (100%) done\n")
-    assert run_record.main(["--preset", "demo", "--command", "snakemake --cores 2", "--root", str(tmp_path),
+    # the command as typed on the machine that made the record: its venv inside the project, data outside it
+    typed = (f"{tmp_path}/.venv/bin/snakemake --cores 2 --config preset=demo "
+             "'tasks={digits: {dataset: {root: /srv/someone/data}}}'")
+    assert run_record.main(["--preset", "demo", "--command", typed, "--root", str(tmp_path),
                             str(first), str(second)]) == 0
     rec = json.loads((tmp_path / "results" / "demo" / "run.json").read_text())
     assert rec["wall_s"] == 600 + 1830 and rec["jobs"] == 1 + 2 and rec["logs"] == 2
     assert rec["started"] == "2026-12-03T08:52:12"
+    command = (".venv/bin/snakemake --cores 2 --config preset=demo "
+               "'tasks={digits: {dataset: {root: <your data folder>}}}'")
+    assert rec["command"] == command
+    assert render_section("provenance:demo", tmp_path).count("```") == 0  # not promoted yet: the reference has none
+    promote("demo", tmp_path)
     text = render_section("provenance:demo", tmp_path)
-    assert "took 40.5 min of wall time" in text and "over 2 starts of:\n\n```bash\nsnakemake --cores 2\n```" in text
+    assert text.startswith("Record `reference/demo/results/`: ")
+    assert "took 40.5 min of wall time" in text and f"over 2 starts of:\n\n```bash\n{command}\n```" in text
+    assert "`<your data folder>` stands for a path on the machine that made the record" in text
+    assert str(tmp_path) not in text and "/srv/" not in text
+    # a record written before the writer made commands portable: --rewrite changes its command only
+    record = tmp_path / "reference" / "demo" / "results" / "run.json"
+    record.write_text(json.dumps({**rec, "command": typed}, indent=1) + "\n")
+    assert render_section("provenance:demo", tmp_path) == text  # the renderer passes it through the same code
+    assert run_record.main(["--rewrite", "--root", str(tmp_path), str(record)]) == 0
+    assert json.loads(record.read_text()) == rec
     # a log that did not finish is refused
     with pytest.raises(SystemExit, match="did not finish"):
         run_record.main(["--preset", "demo", "--command", "c", "--root", str(tmp_path), str(first)])
@@ -157,3 +179,73 @@ def test_save_benchmark_records_the_command_that_reproduces_the_run(tmp_path):
     assert rec["command"] == ".venv/bin/python benchmarks/bench_train_step.py --rounds 3 --record"
     assert rec["rows"] == rows and rec["benchmark"] == "train_step"
     assert "| QD step / FP step | 1.04 x | 1.1 x | yes |" in section_benchmarks(tmp_path, "train_step")
+
+
+@pytest.mark.parametrize("typed, portable", [
+    ("snakemake --cores 2 --config preset=cifar10-cpu 'tasks={cifar10: {dataset: {root: /work/shared/data}}}'",
+     "snakemake --cores 2 --config preset=cifar10-cpu 'tasks={cifar10: {dataset: {root: <your data folder>}}}'"),
+    ("qd data --config config/config.yaml --set tasks.cifar10.dataset.root=/mnt/x/cifar",
+     "qd data --config config/config.yaml --set tasks.cifar10.dataset.root=<your data folder>"),
+    ("{P}/.venv/bin/snakemake --cores 2 --configfile {P}/config/presets/demo.yaml   # 2/3 of it, see https://a.b/c",
+     ".venv/bin/snakemake --cores 2 --configfile config/presets/demo.yaml   # 2/3 of it, see https://a.b/c"),
+    ("cd {P} && snakemake --directory /scratch/run --cores 2", "cd . && snakemake --directory /scratch/run --cores 2"),
+])
+def test_portable_command_names_no_path_of_the_machine(typed, portable, tmp_path):
+    project = tmp_path / "proj"
+    typed, portable = typed.replace("{P}", str(project)), portable.replace("{P}", str(project))
+    if "/scratch/" in typed:  # a path that is the value of no key: a generic placeholder
+        portable = portable.replace("/scratch/run", "<your path>")
+    assert portable_command(typed, project) == portable
+
+
+def test_reference_holds_only_record_files_and_replaces_the_old_one(tmp_path):
+    """`qd reference` copies summary, claims, latency, run.json, tables and figures (never a run folder,
+    weights, a log or a spec) and leaves no file of the previous reference behind."""
+    from qd.report.reference import main as reference_main
+
+    results, figures = tmp_path / "results" / "p", tmp_path / "figures" / "p"
+    assert reference_main(["--preset", "p", "--root", str(tmp_path)]) == 1  # no finished run: refused
+    for name in ("summary.csv", "claims.md", "claims.csv", "latency.csv", "report.log", "tables/t_acc.md",
+                 "tables/t_acc.csv", ".specs/abc.json", "t/s/qd/b2-d256/seed0/model.qda",
+                 "t/s/qd/b2-d256/seed0/metrics.json", "t/data/split.pt"):
+        (results / name).parent.mkdir(parents=True, exist_ok=True)
+        (results / name).write_text(name)
+    figures.mkdir(parents=True)
+    (figures / "t_acc_vs_bits.png").write_text("png")
+    stale = tmp_path / "reference" / "p" / "results" / "tables" / "gone.md"
+    stale.parent.mkdir(parents=True)
+    stale.write_text("an old table")
+    assert reference_main(["--preset", "p", "--root", str(tmp_path)]) == 0
+    ref = tmp_path / "reference" / "p"
+    assert sorted(p.relative_to(ref).as_posix() for p in ref.rglob("*") if p.is_file()) == [
+        "figures/t_acc_vs_bits.png", "results/claims.csv", "results/claims.md", "results/latency.csv",
+        "results/summary.csv", "results/tables/t_acc.csv", "results/tables/t_acc.md"]
+    assert (ref / "results" / "summary.csv").read_text() == "summary.csv"
+    (results / "run.json").write_text(json.dumps({"preset": "other"}))
+    with pytest.raises(ValueError, match="records preset 'other'"):
+        promote("p", tmp_path)
+
+
+def test_runs_write_where_git_ignores_and_the_references_are_tracked():
+    """A run writes results/<preset>/ and figures/<preset>/ only: both ignored, so a user's demo leaves
+    `git status` clean; the reference records the README reads are tracked, with no machine path."""
+    import subprocess
+
+    from qd.report import report_files
+
+    if not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    outputs = [str(p) for p in report_files(Path("results/demo"), Path("figures/demo"), ["digits"], True)]
+    git = subprocess.run(["git", "check-ignore", "--no-index", *outputs, "results/demo/run.json",
+                          "results/demo/digits/teacher/fp/fp32/seed0/model.qda"], cwd=ROOT, capture_output=True,
+                         text=True)
+    assert set(git.stdout.split()) == {*outputs, "results/demo/run.json",
+                                       "results/demo/digits/teacher/fp/fp32/seed0/model.qda"}
+    tracked = subprocess.run(["git", "ls-files", "results", "figures", "reference"], cwd=ROOT, capture_output=True,
+                             text=True).stdout.split()
+    assert tracked and all(f.startswith("reference/") for f in tracked), "a run's folders hold tracked files"
+    for preset in ("demo", "cifar10-cpu", "multi30k-cpu"):
+        run = ROOT / "reference" / preset / "results" / "run.json"
+        if run.exists():
+            command = json.loads(run.read_text())["command"]
+            assert portable_command(command, ROOT) == command, f"{run}: a path of the machine that made it"

@@ -332,8 +332,9 @@ def test_latency_columns_and_depth_table(tiny_run):
 
 
 def test_checked_out_depth_timing_is_timed_again(tiny_run, tmp_path):
-    # A clone of a committed record holds latency_depth.csv (fresh from the checkout) but none of the
-    # untracked .specs/ and .snakemake/: the run must time this machine, not keep the record's numbers.
+    # A results folder copied from another machine (or a record copied into results/) holds
+    # latency_depth.csv but none of the untracked .specs/ and .snakemake/: the run must time this
+    # machine, not keep the copied numbers.
     clone = tmp_path / "clone"
     shutil.copytree(tiny_run, clone, symlinks=True)
     for untracked in (clone / "results" / "tiny" / ".specs", clone / ".snakemake"):

@@ -45,10 +45,10 @@ def compare_method(results: Path, method: str, df: pd.DataFrame | None = None) -
     results = Path(results)
     df = collect(results) if df is None else df
     if df.empty or "method" not in df:
-        # a clone holds the reference records (tables/, summary.csv) but not the run folders whose
+        # a fresh clone holds the reference records (reference/<preset>/) but no run folders, whose
         # per-example outputs the paired tests read
         raise ValueError(f"no finished runs under {results} (run folders are not committed: run the workflow "
-                         f"first, or read the report's {results}/tables/*_compare.md)")
+                         f"first, or read a reference's tables: reference/<preset>/results/tables/*_compare.md)")
     mine = df[df["method"] == method]
     if mine.empty:
         raise ValueError(f"no runs of method {method!r} under {results}; methods there: "

@@ -6,17 +6,19 @@ A generated section sits between two markers that name what fills it::
     ... (written by `qd readme`, never by hand) ...
     <!-- qd:end table:demo -->
 
-Section names are ``<generator>:<arguments>``; each generator reads files committed with the
-repository, never a live run:
+Section names are ``<generator>:<arguments>``; each generator reads the reference records committed
+with the repository under ``reference/<preset>/results/`` (``qd.report.reference``; written on purpose by
+``qd reference``), never a live run's ``results/<preset>/``:
 
 * ``table:<preset>``: the task's own table of the primary metric (rows = methods, columns = model x
-  bits), from ``results/<preset>/summary.csv``;
+  bits), from ``reference/<preset>/results/summary.csv``;
 * ``claims:<preset>``: every claim's verdict with its deciding interval, threshold and what it rests
-  on, from ``results/<preset>/claims.csv``;
+  on, from ``reference/<preset>/results/claims.csv``;
 * ``provenance:<preset>``: the commits, devices and library versions of the runs, and their number
-  and summed run time, from ``results/<preset>/summary.csv``; the command and wall time of the whole
-  workflow from ``results/<preset>/run.json`` where there is one (``scripts/run_record.py``);
-* ``paper:<preset>:<task>``: the paper-layout table, from ``results/<preset>/tables/<task>_paper.md``;
+  and summed run time, from ``summary.csv``; the command and wall time of the whole workflow from
+  ``run.json`` where there is one (``scripts/run_record.py``), its command with no path of the machine
+  that made it (``qd.report.reference.portable_command``);
+* ``paper:<preset>:<task>``: the paper-layout table, from ``reference/<preset>/results/tables/<task>_paper.md``;
 * ``benchmarks`` or ``benchmark:<name>``: measured ratios against their budgets, from
   ``benchmarks/results/<name>.json`` (written by ``qd.report.benchmark.write_benchmark_record``).
 
@@ -38,6 +40,7 @@ from pathlib import Path
 import pandas as pd
 
 from qd.report.benchmark import BENCHMARK_RESULTS
+from qd.report.reference import portable_command, reference_results
 
 BEGIN, END = "<!-- qd:begin {} -->", "<!-- qd:end {} -->"
 _SECTION = re.compile(r"<!-- qd:begin (?P<name>[^ ]+) -->\n(?P<body>.*?)<!-- qd:end (?P=name) -->", re.S)
@@ -67,7 +70,7 @@ def section_table(root: Path, preset: str) -> str:
     from qd.report.collect import aggregate
     from qd.tasks import DEFAULT_KIND
 
-    df = pd.read_csv(_read(root / "results" / preset / "summary.csv", f"table:{preset}"))
+    df = pd.read_csv(_read(reference_results(root, preset) / "summary.csv", f"table:{preset}"))
     for col in ("bits", "bucket"):
         df[col] = pd.to_numeric(df[col]).astype("Int64")
     if "kind" not in df:
@@ -106,7 +109,7 @@ def _bits_is(col: pd.Series, b) -> pd.Series:
 
 
 def section_claims(root: Path, preset: str) -> str:
-    c = pd.read_csv(_read(root / "results" / preset / "claims.csv", f"claims:{preset}"), dtype={"claim": str})
+    c = pd.read_csv(_read(reference_results(root, preset) / "claims.csv", f"claims:{preset}"), dtype={"claim": str})
     lines = ["| task | claim | verdict | deciding interval (points) | holds when | rests on |",
              "|---|---|---|---|---|---|"]
     for r in c.itertuples():
@@ -123,27 +126,33 @@ def section_claims(root: Path, preset: str) -> str:
 
 
 def section_provenance(root: Path, preset: str) -> str:
-    df = pd.read_csv(_read(root / "results" / preset / "summary.csv", f"provenance:{preset}"))
+    record = reference_results(root, preset)
+    df = pd.read_csv(_read(record / "summary.csv", f"provenance:{preset}"))
 
     def values(col):
         return ", ".join(f"`{v}`" for v in sorted(df[col].dropna().astype(str).unique())) if col in df else "unknown"
 
     wall = df["wall_time"].sum() if "wall_time" in df else float("nan")
-    text = (f"Record `results/{preset}/`: {len(df)} runs from commit {values('code_version')} on {values('device')} "
-            f"(torch {values('torch')}, Python {values('python')}); the runs' own time adds up to "
-            f"{wall / 60:.1f} min.")
-    run = root / "results" / preset / "run.json"  # written by scripts/run_record.py from the Snakemake log
+    text = (f"Record `{record.relative_to(root).as_posix()}/`: {len(df)} runs from commit {values('code_version')} "
+            f"on {values('device')} (torch {values('torch')}, Python {values('python')}); the runs' own time adds "
+            f"up to {wall / 60:.1f} min.")
+    run = record / "run.json"  # written by scripts/run_record.py from the Snakemake log
     if run.exists():
         r = json.loads(run.read_text())
         # a resumed or re-entered run has one log per start; the pauses between them are not counted
+        command = portable_command(r["command"], root)
         starts = f" over {r['logs']} starts of" if r.get("logs", 1) > 1 else ""
         text += (f" The workflow ({r['jobs']} jobs) took {r['wall_s'] / 60:.1f} min of wall time on {r['machine']} "
-                 f"(started {r['started'].replace('T', ' ')}){starts}:\n\n```bash\n{r['command']}\n```")
+                 f"(started {r['started'].replace('T', ' ')}){starts}:\n\n```bash\n{command}\n```")
+        mine = list(dict.fromkeys(re.findall(r"<your [^>]+>", command)))
+        if mine:
+            text += ("\n\n(" + ", ".join(f"`{m}`" for m in mine) + " stands for a path on the machine that made "
+                     "the record: give yours.)")
     return text
 
 
 def section_paper(root: Path, preset: str, task: str) -> str:
-    text = _read(root / "results" / preset / "tables" / f"{task}_paper.md", f"paper:{preset}:{task}").read_text()
+    text = _read(reference_results(root, preset) / "tables" / f"{task}_paper.md", f"paper:{preset}:{task}").read_text()
     return text.split("\n", 1)[1].strip() if text.startswith("# ") else text.strip()
 
 

@@ -10,12 +10,16 @@ def report_outputs():
     return [str(p) for p in files]
 
 
+# `snakemake --report` shows a category's name as given (it adds no plural): each is written out here
+CATEGORIES = {"table": "Tables", "figure": "Figures", "claims": "Claims"}
+
+
 def captioned(path):
     """Declare an output for `snakemake --report`, with its caption file from workflow/report/."""
     p = Path(path)
     kind = "table" if p.parent.name == "tables" else ("figure" if p.parent.parts[0] == "figures" else p.stem)
     name = p.stem.split("_", 1)[1] if kind in ("table", "figure") and p.stem != "latency_depth" else p.stem
-    return report(path, caption=f"../report/{name}.rst", category=kind.title() + "s")
+    return report(path, caption=f"../report/{name}.rst", category=CATEGORIES.get(kind, kind.replace("_", " ").title()))
 
 
 rule report:
