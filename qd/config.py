@@ -290,10 +290,10 @@ def distill_switch_problems(cfg: dict, task: str, kind: TaskInfo) -> list[str]:
     images of a prepared split."""
     t = cfg["tasks"][task]
     distill = deep_merge(cfg["distill"], t.get("distill"))
-    problems = [f"tasks.{task}.distill.{k}: {distill[k]!r} is not read by a {kind.kind} task (only "
-                f"{', '.join(DISTILL_SWITCH_KINDS[k])}); set tasks.{task}.distill.{k}: {off!r}"
+    problems = [f"tasks.{task}.distill.{k}: {distill[k]!r} is not read by a {kind.kind} task; set "
+                f"tasks.{task}.distill.{k}: {off!r}"
                 for k, off in DISTILL_SWITCHES.items()
-                if distill.get(k, off) != off and kind.kind not in DISTILL_SWITCH_KINDS[k]]
+                if distill.get(k, off) != off and k not in kind.distill_switches]
     if distill.get("teacher_views") and not problems:
         if dataset_of(cfg, task).streamed:
             problems.append(f"tasks.{task}.distill.teacher_views: {t['dataset']['name']} is streamed from image "
@@ -452,8 +452,7 @@ TRAIN_KEYS = ("epochs", "batch_size", "optimizer", "schedule", "grad_clip", "aug
 SPEED_SWITCHES = {"channels_last": False, "autocast": "off"}  # key: its default
 # distill keys that enter the spec of a run that reads the task's teacher only when set (key: its
 # default), so that the presets that leave them off keep their hashes; the kinds whose adapter reads them
-DISTILL_SWITCHES = {"teacher_views": 0}
-DISTILL_SWITCH_KINDS = {"teacher_views": ("classification",)}
+DISTILL_SWITCHES = {"teacher_views": 0}  # key: its default (a task kind lists those it reads: TaskInfo)
 OPTIMIZER_KEYS = {"sgd": ("lr", "momentum", "nesterov", "weight_decay"), "adam": ("lr", "weight_decay")}
 SCHEDULE_KEYS = {"constant": (), "cosine": (), "step": ("milestones", "gamma"),
                  "plateau": ("patience", "cooldown", "stop_patience", "max_halvings", "select_on"),

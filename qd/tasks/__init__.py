@@ -51,6 +51,7 @@ class TaskInfo:
     reductions: tuple[str, ...] = ()  # the distillation reductions its distillation loss knows
     distill_keys: tuple[str, ...] = ("temperature", "weight", "reduction")  # of `distill` a run reads
     evaluation_keys: tuple[str, ...] = ("batch_size",)  # of `evaluation` a run reads
+    distill_switches: tuple[str, ...] = ()  # of `distill` a run reads only when set (qd.config.DISTILL_SWITCHES)
 
 
 TASKS = {
@@ -60,7 +61,8 @@ TASKS = {
                                paired="qd.tasks.outputs:paired_accuracy", table_metrics=("accuracy",),
                                weight_checks=True, families=("convnet", "resnet", "wrn"),
                                reductions=("legacy_mean", "batchmean"),
-                               distill_keys=("temperature", "weight", "reduction", "cache_teacher")),
+                               distill_keys=("temperature", "weight", "reduction", "cache_teacher"),
+                               distill_switches=("teacher_views",)),
     "translation": TaskInfo("translation", "qd.tasks.translation:Translation", "bleu", True, "ppl", False,
                             ("bleu", "bleu_legacy", "ppl", "val_ppl", "token_agreement"), "test BLEU",
                             outputs="test_hypotheses.txt", paired="qd.tasks.outputs:paired_bleu",
