@@ -244,8 +244,11 @@ def semantic_problems(cfg: dict) -> list[str]:
                 if m not in methods:
                     problems.append(f"tasks.{task}.models.methods.{model}: method {m!r} is not among the "
                                     f"configured methods ({', '.join(methods)})")
-        pretrained = [m for m in [t["models"]["teacher"]] * (t["models"]["teacher_method"] == "pretrained")
-                      + [s for s, ms in t["models"]["methods"].items() if "pretrained" in ms]]
+        # the runs that load published weights: method ``pretrained``, or any method whose entry is its
+        # function (the ImageNet preset's ``fp``, named so that the paper's tables and claim 1 find it)
+        published = {m for m in [*methods, t["models"]["teacher_method"]] if _loads_published(cfg, task, m)}
+        pretrained = [m for m in [t["models"]["teacher"]] * (t["models"]["teacher_method"] in published)
+                      + [s for s, ms in t["models"]["methods"].items() if published & set(ms)]]
         from qd.pretrained import TEACHERS
 
         for m in pretrained:
@@ -282,7 +285,22 @@ def task_problems(cfg: dict, task: str) -> list[str]:
                         f"allowed: {', '.join(own)}")
     else:
         problems += distill_switch_problems(cfg, task, kind)
+    problems += train_switch_problems(cfg, task, kind)
     return problems
+
+
+def train_switch_problems(cfg: dict, task: str, kind: TaskInfo) -> list[str]:
+    """A train switch (:data:`TRAIN_SWITCHES`) set on a task whose kind does not read it, in the task's
+    recipe, its teacher's or a method's."""
+    t = cfg["tasks"][task]
+    recipes = [("train", deep_merge(cfg["train"], t.get("train"))),
+               ("teacher_train", deep_merge(cfg["train"], t.get("train"), t.get("teacher_train")))]
+    recipes += [(f"methods.{m}.train", deep_merge(cfg["train"], t.get("train"), o.get("train")))
+                for m, o in task_methods(cfg, task).items()]
+    return list(dict.fromkeys(
+        f"tasks.{task}.{where}.{k}: {r[k]!r} is not read by a {kind.kind} task; leave it at {off!r}"
+        for where, r in recipes for k, off in TRAIN_SWITCHES.items()
+        if r.get(k, off) != off and k not in kind.train_switches))
 
 
 def distill_switch_problems(cfg: dict, task: str, kind: TaskInfo) -> list[str]:
@@ -357,6 +375,13 @@ def method_options(cfg: dict, task: str, method: str) -> dict:
 
 def info(cfg: dict, task: str, method: str) -> MethodInfo:
     return method_info(method, method_options(cfg, task, method))
+
+
+def _loads_published(cfg: dict, task: str, method: str) -> bool:
+    """Whether ``method`` runs the published-weights function (``qd.methods.pretrained``)."""
+    opts = method_options(cfg, task, method)
+    entry = opts.get("entry") or (BUILTIN[method].entry if method in BUILTIN else None)
+    return entry == BUILTIN["pretrained"].entry
 
 
 def variant_name(bits: int | None, bucket: int | None, granularity: str = "bucket") -> str:
@@ -450,8 +475,11 @@ def planned_runs(cfg: dict) -> list[RunId]:
 TRAIN_KEYS = ("epochs", "batch_size", "optimizer", "schedule", "grad_clip", "augment", "restarts",
               "epoch_examples", "compile")
 SPEED_SWITCHES = {"channels_last": False, "autocast": "off"}  # key: its default
+# recipe keys of some task kinds (TaskInfo.train_switches) that enter a training run's spec only when set
+# (key: its default), so that the presets that leave them off keep their hashes
+TRAIN_SWITCHES = {"loss_reduction": "token_mean"}
 # distill keys that enter the spec of a run that reads the task's teacher only when set (key: its
-# default), so that the presets that leave them off keep their hashes; the kinds whose adapter reads them
+# default), so that the presets that leave them off keep their hashes
 DISTILL_SWITCHES = {"teacher_views": 0}  # key: its default (a task kind lists those it reads: TaskInfo)
 OPTIMIZER_KEYS = {"sgd": ("lr", "momentum", "nesterov", "weight_decay"), "adam": ("lr", "weight_decay")}
 SCHEDULE_KEYS = {"constant": (), "cosine": (), "step": ("milestones", "gamma"),
@@ -468,7 +496,8 @@ def train_block(train: dict, quantized: bool) -> dict:
     block = {k: train[k] for k in keys}
     # switches that change only how fast a run computes enter its spec (and hash) only when set, so the
     # runs of a preset that leaves them off keep their hashes
-    block.update({k: train[k] for k in SPEED_SWITCHES if train.get(k, SPEED_SWITCHES[k]) != SPEED_SWITCHES[k]})
+    switches = {**SPEED_SWITCHES, **TRAIN_SWITCHES}
+    block.update({k: train[k] for k, off in switches.items() if train.get(k, off) != off})
     return block
 
 
@@ -499,8 +528,8 @@ def data_spec(cfg: dict, task: str) -> dict:
     return {"kind": t["kind"], **plugin_entry(cfg, task), "name": d["name"], **{k: d[k] for k in keys if k in d}}
 
 
-def _dropout(cfg: dict, task: str, method: str, teacher: bool) -> bool:
-    setting = cfg["tasks"][task]["models"]["dropout"]
+def _dropout(cfg: dict, task: str, method: str, teacher: bool, own: str | None = None) -> bool:
+    setting = own or cfg["tasks"][task]["models"]["dropout"]
     if setting != "auto":
         return setting == "on"
     if teacher or cfg["tasks"][task]["models"]["family"] != "convnet":
@@ -558,7 +587,9 @@ def run_spec(cfg: dict, run: RunId) -> dict:
     bits, bucket = parse_variant(run.variant)
     opts = _with_bits(method_options(cfg, run.task, run.method), bits)
     i = info(cfg, run.task, run.method)  # the method resolved once: the spec carries it to the row
-    train = deep_merge(cfg["train"], t.get("train"), t.get("teacher_train") if teacher else opts.get("train"))
+    own = {} if teacher else t.get("student_overrides", {}).get(run.model, {})  # this student's recipe
+    train = deep_merge(cfg["train"], t.get("train"), own.get("train"),
+                       t.get("teacher_train") if teacher else opts.get("train"))
     spec = {
         "preset": cfg["preset"],
         "run": run.path,
@@ -567,7 +598,7 @@ def run_spec(cfg: dict, run: RunId) -> dict:
         "kind": t["kind"],
         **plugin_entry(cfg, run.task),
         "dataset": t["dataset"]["name"],
-        "model": model_spec(cfg, run.task, run.model, _dropout(cfg, run.task, run.method, teacher)),
+        "model": model_spec(cfg, run.task, run.model, _dropout(cfg, run.task, run.method, teacher, own.get("dropout"))),
         "method": {
             "name": run.method, "entry": i.entry, "bits": bits, "bucket_size": bucket,
             "options": {k: v for k, v in opts.items() if k not in GRID_KEYS},

@@ -71,6 +71,12 @@ class Plan:
     seconds: dict[int, float]  # run position -> single-GPU seconds
     estimated: set[int] = field(default_factory=set)  # runs whose time rests on an estimate row
     missing: list[tuple[str, str]] = field(default_factory=list)  # (model, dataset) without a row
+    used: dict[tuple[str, str], EpochTime] = field(default_factory=dict)  # (model, dataset) -> the row read
+
+    @property
+    def complete(self) -> bool:
+        """Whether every run is counted (a total over fewer runs is partial and must say so)."""
+        return len(self.seconds) == len(self.runs)
 
     @property
     def n_runs(self) -> int:
@@ -150,6 +156,10 @@ def plan_cost(runs: list[PlannedRun], table: list[EpochTime], device: str) -> Pl
         for m in missing:
             if m not in plan.missing:
                 plan.missing.append(m)
+        for m in (run.model, run.teacher if run.method in DISTILS_FROM_TEACHER else None):
+            row = lookup(table, m, run.dataset, device) if m and seconds else None
+            if row is not None:
+                plan.used.setdefault((m, run.dataset), row)
         if seconds is not None:
             plan.seconds[i] = seconds
             if estimated:
@@ -161,9 +171,13 @@ def format_plan(plan: Plan, title: str = "plan") -> str:
     """Runs, epochs and GPU hours, in total and per (task, model, method)."""
     unit = "CPU hours" if plan.device.lower().startswith("cpu") else "GPU hours"
     uncounted = plan.n_runs - len(plan.seconds)
-    lines = [f"{title} on {plan.device}: {plan.n_runs} runs, {plan.epochs} epochs, "
-             f"{plan.gpu_hours:.1f} {unit} ({plan.wall_hours:.1f} h of wall time one run after another)"
-             + (f", {uncounted} runs not counted" if uncounted else "")]
+    if plan.complete:
+        total = f"{plan.gpu_hours:.1f} {unit} ({plan.wall_hours:.1f} h of wall time one run after another)"
+    else:  # never a bare total that leaves runs out: it is a lower bound and says so
+        total = (f"{unit} PARTIAL: {uncounted} of {plan.n_runs} runs have no epoch time on {plan.device} and are "
+                 f"not counted; the {len(plan.seconds)} counted runs take {plan.gpu_hours:.1f} {unit} "
+                 f"({plan.wall_hours:.1f} h of wall time one after another), a lower bound of the total")
+    lines = [f"{title} on {plan.device}: {plan.n_runs} runs, {plan.epochs} epochs, {total}"]
     if plan.estimated:
         share = sum(plan.seconds[i] for i in plan.estimated) / max(sum(plan.seconds.values()), 1e-9)
         lines.append(f"  {100 * share:.0f}% of the {unit} rest on estimated epoch times, not measurements")
@@ -182,6 +196,10 @@ def format_plan(plan: Plan, title: str = "plan") -> str:
                      f"{sum(plan.runs[i].epochs for i in idx):>7} {shown}{mark}")
     if plan.estimated:
         lines.append("  * estimate")
+    if plan.used:
+        lines.append("  epoch times rest on:")
+        lines += [f"    {m} on {d}: {r.seconds_per_epoch:g} s/epoch at batch {r.batch}, {r.basis}: {r.source}"
+                  for (m, d), r in plan.used.items()]
     return "\n".join(lines)
 
 

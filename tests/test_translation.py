@@ -72,7 +72,9 @@ def test_tokenise_binarise_train_two_steps_decode_and_score(task, tmp_path):
     model.eval()
     assert task.loss(model(*task.inputs(b)), b).item() < before
     row, files = task.final_metrics(model)
-    assert set(row) == {"bleu", "bleu_legacy", "ppl", "val_ppl", "token_agreement", "sacrebleu_signature", "n_test"}
+    assert set(row) == {"bleu", "bleu_legacy", "ppl", "val_ppl", "token_agreement", "sacrebleu_signature",
+                        "bleu_legacy_signature", "n_test"}
+    assert "tok:none" in row["bleu_legacy_signature"] and "case:lc" in row["bleu_legacy_signature"]
     assert row["n_test"] == 12 and 0 <= row["bleu"] <= 100 and 0 <= row["bleu_legacy"] <= 100
     assert row["sacrebleu_signature"].startswith("nrefs:1|case:lc|") and "tok:13a" in row["sacrebleu_signature"]
     assert row["token_agreement"] is None

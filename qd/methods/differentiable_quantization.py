@@ -6,7 +6,11 @@ non-uniform quantization points per tensor, by SGD through ``Q(w, p)``. Options 
 
 * ``init``: ``quantiles`` (points at the percentiles of the scaled weights) or ``uniform``;
 * ``redistribute_bits``: share the points between tensors in proportion to their gradient norms,
-  each tensor keeping at least half its ``2**bits`` (so counts need not be powers of two);
+  each tensor keeping at least half its ``2**bits`` (so counts need not be powers of two); the norms
+  are read on ``grad_batches`` batches, as ``redistribute_from`` says: ``ordered`` (the default) in
+  eval mode on the first training batches in order, unaugmented (for translation the shortest
+  sentences), or ``training``, the official code's: in train mode (dropout on) on the first shuffled,
+  augmented training batches;
 * ``use_distillation`` / ``distill_from``: distillation loss toward ``self`` (the unquantized
   student, as the official code does) or ``teacher`` (the task's teacher); else cross-entropy.
 
@@ -33,17 +37,34 @@ def PROPERTIES(options: dict) -> dict:  # noqa: N802 - the registry reads a modu
     return {"distills": distills, "needs_teacher": distills and options.get("distill_from") == "teacher"}
 
 
-def gradient_norms(model, names: list[str], task, n_batches: int, batch_size: int) -> list[float]:
+REDISTRIBUTE_FROM = ("ordered", "training")
+
+
+def gradient_norms(model, names: list[str], task, n_batches: int, batch_size: int, source: str = "ordered",
+                   seed: int = 0) -> list[float]:
     """L2 norm of each named parameter's gradient of the task's own loss (no distillation), averaged
-    over the first ``n_batches`` training batches in order (the official code's 'fisher information')."""
+    over ``n_batches`` training batches (the official code's 'fisher information'):
+
+    * ``source="ordered"``: ``model`` in eval mode, the first batches of ``task.eval_batches("train")``
+      (in order, unaugmented; a translation task's are its shortest sentences);
+    * ``source="training"``: ``model`` in train mode, the first batches of an epoch of
+      ``task.train_batches`` shuffled (and augmented) by a generator seeded with ``seed``, as the
+      official code reads them (``cnn_models/conv_forward_model.py`` and ``translation_models/model.py``
+      ``optimize_quantization_points``: the model in train mode over its shuffled train loader). In
+      train mode the forward passes update BatchNorm's running statistics: pass a model that may
+      change."""
     import torch
 
+    if source not in REDISTRIBUTE_FROM:
+        raise ValueError(f"methods.dq.redistribute_from must be one of {REDISTRIBUTE_FROM}, got {source!r}")
     params = dict(model.named_parameters())
     grads = {n: torch.zeros_like(params[n]) for n in names}
     was_training = model.training
-    model.eval()
+    model.train(source == "training")
+    batches = (task.train_batches(batch_size, torch.Generator().manual_seed(seed)) if source == "training"
+               else task.eval_batches("train", batch_size))
     used = 0
-    for used, batch in enumerate(task.eval_batches("train", batch_size), start=1):
+    for used, batch in enumerate(batches, start=1):
         model.zero_grad(set_to_none=True)
         task.loss(model(*task.inputs(batch)), batch).backward()
         for n in names:
@@ -102,7 +123,11 @@ def differentiable_quantization(ctx: RunContext) -> RunResult:
     weights = {n: p.detach().clone() for n, p in model.named_parameters() if n in names}
     budgets = [2**ctx.bits] * len(names)
     if opts["redistribute_bits"]:
-        norms = gradient_norms(frozen, names, ctx.task, opts["grad_batches"], ctx.spec["train"]["batch_size"])
+        source = opts.get("redistribute_from", "ordered")
+        # in train mode the passes update BatchNorm's statistics: a copy reads them, not the 'self' teacher
+        probe = frozen if source == "ordered" else ctx.source_copy()
+        norms = gradient_norms(probe, names, ctx.task, opts["grad_batches"], ctx.spec["train"]["batch_size"],
+                               source, ctx.spec["seed"])
         budgets = redistribute_points(budgets, norms)
     points = [torch.nn.Parameter(initial_points(weights[n], k, opts["init"], ctx.bucket_size))
               for n, k in zip(names, budgets)]

@@ -5,6 +5,12 @@ the full-precision weights ``w`` (straight-through); the model returned holds ``
 Per-epoch metrics are those of the quantized weights (the official code logged the shadow weights',
 its issue #17); with ``train.schedule_reads: full_precision`` the schedule reads the shadow weights'
 as the official code did.
+
+Option ``final_quantize_all`` (default off): the final model quantizes *every* parameter, also those the
+policy kept in full precision during training, as the official NMT ``train_model`` does
+(``translation_models/model.py``: its last quantization ignores ``quantize_first_and_last_layer``, so
+the WMT13 QD model's source embedding, trained in fp32, is quantized at the end). The row then says
+``final_policy: all``; the size counts those tensors quantized.
 """
 from __future__ import annotations
 
@@ -31,9 +37,11 @@ def _train_quantized(ctx: RunContext, distill: bool) -> RunResult:
               load_state=quantizer.load_state, evaluate_shadow=ctx.evaluator(model))
     history = ctx.fit(fit)
     params = dict(model.named_parameters())
-    codes = {name: quantizer.encode(params[name]) for name in forward.args[1]}
+    final_all = ctx.spec["method"]["options"].get("final_quantize_all", False)
+    names = list(params) if final_all else list(forward.args[1])
+    codes = {name: quantizer.encode(params[name]) for name in names}
     load_codes(model, codes)
-    return RunResult(model, codes, history)
+    return RunResult(model, codes, history, extra={"final_policy": "all"} if final_all else {})
 
 
 def quantized_distillation(ctx: RunContext) -> RunResult:

@@ -52,6 +52,7 @@ class TaskInfo:
     distill_keys: tuple[str, ...] = ("temperature", "weight", "reduction")  # of `distill` a run reads
     evaluation_keys: tuple[str, ...] = ("batch_size",)  # of `evaluation` a run reads
     distill_switches: tuple[str, ...] = ()  # of `distill` a run reads only when set (qd.config.DISTILL_SWITCHES)
+    train_switches: tuple[str, ...] = ()  # of `train` a run reads only when set (qd.config.TRAIN_SWITCHES)
 
 
 TASKS = {
@@ -70,7 +71,8 @@ TASKS = {
                             reductions=("sentence_sum", "token_mean"),
                             distill_keys=("temperature", "weight", "reduction", "mask_padding", "cache_teacher",
                                           "cache_topk"),
-                            evaluation_keys=("batch_size", "beam", "decode_max_length", "replace_unk")),
+                            evaluation_keys=("batch_size", "beam", "decode_max_length", "replace_unk"),
+                            train_switches=("loss_reduction",)),
 }
 
 

@@ -8,13 +8,16 @@
   ``batch_size`` sentences, the batches shuffled;
 * model: :func:`qd.models.seq2seq.build_seq2seq`; ``forward(src_tokens, src_lengths,
   prev_output_tokens) -> (logits, attention)``;
-* losses: the token NLL (mean over target tokens; padding ignored) and the word-level distillation
-  loss of the official NMT code, with options (:meth:`Translation.distillation_loss`); the teacher's
+* losses: the NLL of the target tokens (padding ignored), reduced as ``train.loss_reduction`` says
+  (``token_mean``, the default, or ``sentence_sum``, the official code's: :meth:`Translation.loss`), and
+  the word-level distillation loss of the official NMT code, with options
+  (:meth:`Translation.distillation_loss`); the teacher's
   distribution can be cached as its top-k per training token (``distill.cache_topk``);
 * evaluation: teacher-forced perplexity every epoch; at the end beam search (fairseq's
   ``SequenceGenerator``, beam 5, ``<unk>`` replaced by the source word of highest attention),
-  sacreBLEU on detokenised output against the raw references, the legacy BLEU of the official code
-  (``multi-bleu.perl -lc`` on tokenised text) and the token agreement with the teacher.
+  sacreBLEU on detokenised output against the raw references (``bleu``), the legacy BLEU of the official
+  code (``bleu_legacy``: ``multi-bleu.perl -lc`` on tokenised text, :func:`legacy_bleu`) and the token
+  agreement with the teacher.
 
 Exercise it with ``pytest tests/test_translation.py``.
 """
@@ -101,6 +104,18 @@ def token_agreement(hypotheses: list[str], teacher: list[str], lang: str) -> flo
         n = max(len(a), len(b))
         total += 1.0 if n == 0 else sum(x == y for x, y in zip(a, b)) / n
     return 100.0 * total / max(len(hypotheses), 1)
+
+
+def legacy_bleu(hypotheses: list[str], references: list[str]) -> tuple[float, str]:
+    """The official code's ``multi-bleu.perl -lc`` (lowercased, on the Moses-tokenised text as it is, no
+    smoothing: multi-bleu.perl has none) and its sacreBLEU signature. The text is tokenised on purpose,
+    so sacreBLEU's "It looks like you forgot to detokenize your test data" check (which fires on 100
+    hypotheses ending in " .") is switched off here (``force``), and only here: the reported ``bleu``
+    runs on detokenised text and keeps it."""
+    from sacrebleu.metrics import BLEU
+
+    legacy = BLEU(tokenize="none", lowercase=True, smooth_method="none", force=True)
+    return legacy.corpus_score(hypotheses, [references]).score, str(legacy.get_signature())
 
 
 class Translation(Task):
@@ -195,8 +210,18 @@ class Translation(Task):
 
     # ------------------------------------------------------------------ losses
     def loss(self, output, batch: dict) -> torch.Tensor:
-        logits = output[0]
-        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch["target"].reshape(-1), ignore_index=self.pad)
+        """The NLL of the target tokens (padding ignored), as the run's ``train.loss_reduction`` says:
+        ``token_mean`` (the default) divides by the target tokens; ``sentence_sum``, the official code's
+        (``onmt/Loss.py``: ``NLLLoss(size_average=False)``, the sum over the batch's tokens, then divided
+        by its sentences), by the sentences, the scale of :meth:`distillation_loss`'s ``sentence_sum``."""
+        logits, target = output[0], batch["target"]
+        reduction = self.spec.get("train", {}).get("loss_reduction", "token_mean")
+        if reduction not in REDUCTIONS:
+            raise ValueError(f"train.loss_reduction for translation must be one of {REDUCTIONS}, got {reduction!r}")
+        flat = logits.reshape(-1, logits.shape[-1]), target.reshape(-1)
+        if reduction == "token_mean":
+            return F.cross_entropy(*flat, ignore_index=self.pad)
+        return F.cross_entropy(*flat, ignore_index=self.pad, reduction="sum") / target.shape[0]
 
     @staticmethod
     def cached_topk(distill: dict) -> int:
@@ -344,15 +369,15 @@ class Translation(Task):
         # (the signature records it as case:lc)
         bleu = BLEU(lowercase=self.data.layout["lowercase"])
         score = bleu.corpus_score(hypotheses, [raw_refs])
-        # the official code's multi-bleu.perl -lc: lowercased, on the Moses-tokenised text as it is
-        # (no smoothing: multi-bleu.perl has none)
-        legacy = BLEU(tokenize="none", lowercase=True, smooth_method="none")
-        legacy_score = legacy.corpus_score([" ".join(t) for t in tokens], [tok_refs])
-        row = {"bleu": score.score, "bleu_legacy": legacy_score.score,
+        legacy_score, legacy_signature = legacy_bleu([" ".join(t) for t in tokens], tok_refs)
+        # which score is which: each one's sacreBLEU signature (tok:13a on detokenised text for bleu,
+        # tok:none on the tokenised text for bleu_legacy)
+        row = {"bleu": score.score, "bleu_legacy": legacy_score,
                "ppl": self.epoch_metrics(model, "test")["ppl"], "val_ppl": self.epoch_metrics(model, "val")["ppl"],
                "token_agreement": (token_agreement(hypotheses, self.teacher_hypotheses, self.target_lang)
                                    if self.teacher_hypotheses is not None else None),
-               "sacrebleu_signature": str(bleu.get_signature()), "n_test": len(hypotheses)}
+               "sacrebleu_signature": str(bleu.get_signature()), "bleu_legacy_signature": legacy_signature,
+               "n_test": len(hypotheses)}
         return row, {HYPOTHESES: "".join(h + "\n" for h in hypotheses)}
 
     def use_teacher_run(self, folder: Path) -> None:

@@ -4,7 +4,9 @@
   ``.{lang}.gz`` under ``dataset.root`` (downloaded from the Multi30k repository when allowed);
 * ``onmt-integ``: the OpenNMT integration set the official code used, ``{lang}-train-clean.200K.txt``
   and ``{lang}-val-clean.10K.txt`` (already tokenised). As in the official code the 10K set is the
-  test set; the validation set is a seeded ``val_fraction`` share of the training pairs;
+  test set, all 200K pairs train and, with ``val_fraction: 0`` (the preset's), the 10K set is also the
+  validation set that drives the LR decay (``openNMT_integ_dataset.py``: no other set exists); a
+  ``val_fraction`` above 0 holds a seeded share of the training pairs out instead;
 * ``wmt13``: Europarl v7 de-en. ``split: europarl-90-10`` is the official code's split: line ``i``
   (0-based, blank lines counted) is training data when ``i <= 9 * n // 10`` for ``n`` lines, test data
   otherwise; validation is a seeded share of the training part. ``split: newstest`` trains on all of
@@ -39,10 +41,10 @@ DATASETS = {
                           "train_limit"]},
     "onmt-integ": {"kind": "translation", "build": "onmt_integ",
                    "keys": ["root", "download", "source_lang", "target_lang", "vocab_size", "max_length",
-                            "lowercase", "train_limit"]},
+                            "lowercase", "train_limit", "val_fraction", "split_seed"]},
     "wmt13": {"kind": "translation", "build": "wmt13",
               "keys": ["root", "download", "source_lang", "target_lang", "vocab_size", "max_length", "lowercase",
-                       "split", "train_limit"]},
+                       "split", "train_limit", "val_fraction", "split_seed"]},
 }
 
 
@@ -150,11 +152,17 @@ def onmt_integ(spec: dict, src: str, tgt: str) -> RawCorpus:
     train_names = [f"{lang}-train-clean.200K.txt" for lang in (src, tgt)]
     test_names = [f"{lang}-val-clean.10K.txt" for lang in (src, tgt)]
     _require(root, train_names + test_names, "onmt-integ", download.ONMT_INTEG_URL, spec.get("download", False))
-    train, val = held_out(read_parallel(*(root / n for n in train_names)), spec["val_fraction"], spec["split_seed"])
+    train = read_parallel(*(root / n for n in train_names))
     test = read_parallel(*(root / n for n in test_names))
+    notes = ["the 10K validation file is the test set, as in the official code"]
+    if spec.get("val_fraction", 0.0):
+        train, val = held_out(train, spec["val_fraction"], spec.get("split_seed", 0))
+        notes.append(f"validation: a seeded {spec['val_fraction']:g} share of the training pairs (not official)")
+    else:  # the official code: every training pair trains, the 10K set drives the decay
+        val = RawSplit(list(test.pairs), test.files)
+        notes.append("all training pairs train; the 10K set is also the validation set (official code)")
     return RawCorpus({"train": train, "val": val, "test": test}, pretokenised=True,
-                     source=f"OpenNMT integration set under {root}",
-                     notes=["the 10K validation file is the test set, as in the official code"])
+                     source=f"OpenNMT integration set under {root}", notes=notes)
 
 
 def _europarl(root: Path, src: str, tgt: str, allowed: bool) -> tuple[Path, Path]:
