@@ -21,6 +21,7 @@ from qd.methods.lsq import lsq
 from qd.tasks.translation import Translation
 from qd.text.prepare import prepare_translation
 from test_translation_data import spec as data_spec, tiny_splits, write_multi30k
+from test_translation import one_thread  # noqa: F401 - the module-wide single-thread fixture (autouse)
 
 CPU = torch.device("cpu")
 # dropout on, as in every translation preset: the masks are what an unseeded generator changes
@@ -38,14 +39,6 @@ METHODS = {
     "dq": (differentiable_quantization, {"init": "quantiles", "redistribute_bits": True, "grad_batches": 2,
                                          "use_distillation": True, "distill_from": "self"}),
 }
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -182,7 +182,7 @@ def test_save_benchmark_records_the_command_that_reproduces_the_run(tmp_path):
 
 
 @pytest.mark.parametrize("typed, portable", [
-    ("snakemake --cores 2 --config preset=cifar10-cpu 'tasks={cifar10: {dataset: {root: /work/shared/data}}}'",
+    ("snakemake --cores 2 --config preset=cifar10-cpu 'tasks={cifar10: {dataset: {root: /srv/datasets}}}'",
      "snakemake --cores 2 --config preset=cifar10-cpu 'tasks={cifar10: {dataset: {root: <your data folder>}}}'"),
     ("qd data --config config/config.yaml --set tasks.cifar10.dataset.root=/mnt/x/cifar",
      "qd data --config config/config.yaml --set tasks.cifar10.dataset.root=<your data folder>"),
