@@ -5,6 +5,8 @@
     qd train    --config config/config.yaml --task digits --model student1 --method qd --bits 4
     qd evaluate --run results/demo/digits/student1/qd/b4-d256/seed0
     qd load     results/demo/digits/student1/qd/b4-d256/seed0/model.qda  # the compressed file
+    qd translate --model results/demo/numbers/student1/qd/b4-d256/seed0/model.qda sentences.de  # translate with it
+    qd classify  --model results/demo/digits/student1/qd/b4-d256/seed0/model.qda images/       # classify: a CSV row per image
     qd latency  --config config/config.yaml                 # time every finished run's final model
     qd report   --config config/config.yaml                 # summary, tables, claims, figures
     qd compare  --method lsq --preset demo                  # a method against PM, QD and DQ, paired tests
@@ -165,14 +167,11 @@ def _evaluate_model(model, header: dict, data: Path) -> None:
 
 def cmd_evaluate(args) -> int:
     from qd.run import ARTEFACT, model_from_artefact
+    from qd.use import run_data_folder
 
     run_dir = Path(args.run)
     model, _, header = model_from_artefact(run_dir / ARTEFACT)
-    # by default the data of the run's task in the same results folder: <results>/<run> is the run folder
-    root = Path(run_dir.as_posix().removesuffix(header["run"])) if run_dir.as_posix().endswith(header["run"]) else None
-    if not args.data and root is None:
-        raise QdError(f"{run_dir} is not <results>/{header['run']}: give --data (the task's prepared data folder)")
-    _evaluate_model(model, header, Path(args.data) if args.data else data_folder(root, header["task"]))
+    _evaluate_model(model, header, run_data_folder(run_dir, header, args.data))
     return 0
 
 
@@ -201,6 +200,18 @@ def cmd_load(args) -> int:
     if args.data:
         _evaluate_model(model, header, Path(args.data))
     return 0
+
+
+def cmd_translate(args) -> int:
+    from qd.use import translate
+
+    return translate(args.model, args.source, args.out, args.data, args.device)
+
+
+def cmd_classify(args) -> int:
+    from qd.use import classify
+
+    return classify(args.model, args.images, args.out, args.data, args.device)
 
 
 def cmd_latency(args) -> int:
@@ -239,6 +250,16 @@ def cmd_report(args) -> int:
     figures = Path(args.figures) if args.figures else Path("figures") / preset
     build_report(results, figures, cfg, targets=Path(args.targets))
     return 0
+
+
+def _use_parser(sub, name: str, kind: str, help: str) -> argparse.ArgumentParser:
+    """A subcommand that uses a model file (qd/use.py): the file, its data folder, the device."""
+    p = sub.add_parser(name, help=help)
+    p.add_argument("--model", required=True, help=f"a {kind} model file (a run's model.qda)")
+    p.add_argument("--data", help="the task's prepared data folder (default: <results>/<task>/data of the results "
+                                  "folder holding the run)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    return p
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -308,6 +329,18 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("file")
     load.add_argument("--data", help="a task's prepared data folder (results/<preset>/<task>/data) to evaluate on")
     load.set_defaults(func=cmd_load)
+
+    tr = _use_parser(sub, "translate", "translation",
+                     "translate sentences with a model file: one output line per input line")
+    tr.add_argument("source", nargs="?", help="raw source sentences, one per line (default or '-': standard input)")
+    tr.add_argument("--out", help="file to write the translations to (default: standard output)")
+    tr.set_defaults(func=cmd_translate)
+
+    cl = _use_parser(sub, "classify", "classification",
+                     "classify image files with a model file: one CSV row per image")
+    cl.add_argument("images", nargs="+", help="image files, or folders of them")
+    cl.add_argument("--out", help="CSV file to write (default: standard output)")
+    cl.set_defaults(func=cmd_classify)
 
     rep = sub.add_parser("report", help="summary.csv, tables, claims.md and figures from finished runs")
     rep.add_argument("--config", help="a config (YAML) or the workflow's resolved config (JSON)")

@@ -13,7 +13,10 @@ Life cycle:
 * ``Task(spec, folder, device)`` (every run) reads the prepared files; ``meta`` describes them and
   ``model_meta()`` is the part a model needs to be rebuilt (stored in the compressed artefact);
 * the engine draws ``train_batches`` each epoch and asks ``epoch_metrics`` of the forward being
-  reported; the run asks ``final_metrics`` of the final model and writes its per-example outputs.
+  reported; the run asks ``final_metrics`` of the final model and writes its per-example outputs;
+* a finished model is used on new inputs (``qd translate``, ``qd classify``: :mod:`qd.use`) through a
+  class method that reads only what the model file does not carry from the prepared folder:
+  ``translate_sentences`` or ``classify_images``; a kind provides the one that fits it.
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from qd.errors import DataMissing, QdError
 from qd.tasks import TaskInfo
 
 if TYPE_CHECKING:  # annotations only: importing the interface imports no torch, so a plug-in kind's
@@ -29,6 +33,18 @@ if TYPE_CHECKING:  # annotations only: importing the interface imports no torch,
 
 Batch = Any
 Forward = Callable[..., Any]
+
+
+def prepared_file(folder: Path, name: str, what: str) -> Path:
+    """``folder / name``, which holds ``what`` for a model used on new inputs (``qd translate``,
+    ``qd classify``), or an error saying where it comes from: what a model file does not carry is in its
+    task's prepared data folder."""
+    path = Path(folder) / name
+    if not path.exists():
+        raise DataMissing(f"{path} does not exist: the model file does not carry the {what}, which its task's "
+                          "prepared data folder holds (written by 'qd data' or the workflow's data rule); give that "
+                          "folder with --data")
+    return path
 
 
 class Task:
@@ -120,3 +136,22 @@ class Task:
         (claims 5 and 6, where ``info.weight_checks``); ``None`` when this kind has none or the folder
         holds none."""
         return None
+
+    # ------------------------------------------------------------------ use (qd translate, qd classify)
+    @classmethod
+    def translate_sentences(cls, model: nn.Module, model_meta: dict, folder: Path, evaluation: dict,
+                            sentences: list[str]) -> tuple[list[str], dict[int, str]]:
+        """Translations of raw source ``sentences`` by ``model`` (built from ``model_meta``), with the
+        tokenisation and vocabularies of the prepared ``folder`` and the search of the run's
+        ``evaluation`` block: one output line per sentence, and the index of every refused sentence
+        (its output empty) with the reason."""
+        raise QdError(f"a {cls.info.kind} model does not translate sentences (its task adapter provides no "
+                      "translate_sentences)")
+
+    @classmethod
+    def classify_images(cls, model: nn.Module, model_meta: dict, folder: Path, evaluation: dict,
+                        images: list[Path]) -> tuple[torch.Tensor, list[str]]:
+        """The logits ``(len(images), classes)`` of image files by ``model``, read as the prepared
+        ``folder``'s evaluation reads its images (size, normalisation), and the names of the classes."""
+        raise QdError(f"a {cls.info.kind} model does not classify images (its task adapter provides no "
+                      "classify_images)")

@@ -16,6 +16,8 @@ the teacher's logits: computed at every step, cached once per run on the unaugme
 (``distill.cache_teacher``), or read from the teacher's cache of K augmented views per image
 (``distill.teacher_views``, ``qd.teacher_views``), and
 evaluation reports top-1 and top-5 accuracy and the mean loss of the weights being reported.
+A finished model classifies image files read as evaluation reads its data
+(:meth:`Classification.classify_images`, ``qd classify``, :mod:`qd.use`).
 
 Try: ``pytest tests/test_tasks.py``.
 """
@@ -35,9 +37,10 @@ from qd import teacher_views
 from qd.data import Normalise, batches, load_prepared, load_splits, prepare, save_splits
 from qd.data.augment import crop_and_flip
 from qd.distill import distillation_loss
+from qd.errors import DataMissing
 from qd.evaluate import classify_batches
 from qd.tasks import TASKS, dataset_builder, dataset_info
-from qd.tasks.base import Task
+from qd.tasks.base import Task, prepared_file
 
 SPLIT_FILE = "split.pt"
 
@@ -208,6 +211,22 @@ class Classification(Task):
         path = Path(folder) / SPLIT_FILE
         return load_splits(path).test if path.exists() else None
 
+    # ------------------------------------------------------------------ use
+    @classmethod
+    def classify_images(cls, model, model_meta: dict, folder: Path, evaluation: dict,
+                        images: list[Path]) -> tuple[torch.Tensor, list[str]]:
+        """Logits of image files, in order, read as evaluation reads the prepared data
+        (:func:`model_inputs`), batch for batch (``evaluation.batch_size``, 512). Classes are named as
+        the prepared data names them, else by their index (the digits' index is the digit)."""
+        meta = prepared_meta(folder, model_meta)
+        device = next(model.parameters()).device
+        size = evaluation.get("batch_size", 512)
+        with torch.no_grad():  # a batch of files decoded at a time: a folder of any size fits in memory
+            logits = [model(model_inputs(images[i:i + size], meta).to(device)).cpu()
+                      for i in range(0, len(images), size)]
+        classes = meta.get("classes") or [str(c) for c in range(meta["num_classes"])]
+        return torch.cat(logits) if logits else torch.zeros(0, meta["num_classes"]), classes
+
     def example_input(self, batch_size: int) -> tuple:
         if self.streamed:
             return (next(iter(self.eval_batches("test", batch_size)))[0],)
@@ -221,3 +240,58 @@ def outputs_csv(labels: torch.Tensor, predictions: torch.Tensor) -> str:
     w.writerow(["index", "label", "prediction"])
     w.writerows(zip(range(len(labels)), labels.tolist(), predictions.tolist()))
     return buf.getvalue()
+
+
+# ---------------------------------------------------------------------------------------- use
+def prepared_meta(folder: Path, model_meta: dict) -> dict:
+    """The prepared data's description (``manifest.json``: shape, normalisation, class names), checked
+    against the model's meta: what reading an image file needs and a model file does not carry."""
+    path = prepared_file(folder, "manifest.json", "images' normalisation and class names")
+    meta = json.loads(path.read_text())
+    differing = [k for k in ("in_channels", "num_classes", "image_size") if meta.get(k) != model_meta[k]]
+    if differing:
+        raise DataMissing(f"{path}: {', '.join(f'{k} {meta.get(k)}' for k in differing)} but the model has "
+                          f"{', '.join(f'{k} {model_meta[k]}' for k in differing)}: {folder} is not the data "
+                          "the model was trained on; give its own data with --data")
+    if not meta.get("streamed") and "normalize" not in meta:
+        raise DataMissing(f"{path} has no 'normalize' (mean, std): prepare the data again ('qd data')")
+    return meta
+
+
+def model_inputs(images: list[Path], meta: dict) -> torch.Tensor:
+    """A batch of image files as the model reads the prepared data's test images: a streamed dataset's
+    through its evaluation transform (resize, centre crop, normalisation), a prepared split's as its
+    stored pixels (:func:`stored_pixels`), normalised."""
+    if meta.get("streamed"):
+        from qd.data.imagefolder import eval_transform
+
+        transform = eval_transform(meta["resize"], meta["image_size"])
+        return torch.stack([transform(read_image(path, 3)) for path in images])
+    return Normalise(meta)(torch.stack([stored_pixels(path, meta) for path in images]))
+
+
+def read_image(path: Path, channels: int):
+    """An image file as a PIL image of ``channels`` (1: grey, 3: RGB), or an error naming the file."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            return image.convert("L" if channels == 1 else "RGB")
+    except (OSError, UnidentifiedImageError) as e:
+        raise DataMissing(f"cannot read image {path}: {e}") from None
+
+
+def stored_pixels(path: Path, meta: dict) -> torch.Tensor:
+    """An image file as the prepared split stores its images: ``(C, S, S)`` uint8 (resized to the
+    dataset's size ``S`` where it differs), rescaled from the file's 0..255 to the dataset's full
+    intensity (``normalize.white``: 16 for the digits) and rounded, so a stored image written as an
+    8-bit file reads back to exactly its stored pixels."""
+    from PIL import Image
+    from torchvision.transforms.functional import pil_to_tensor
+
+    image = read_image(path, meta["in_channels"])
+    size = meta["image_size"]
+    if image.size != (size, size):
+        image = image.resize((size, size), Image.BILINEAR)
+    white = meta["normalize"].get("white", 255)
+    return torch.round(pil_to_tensor(image).float() * white / 255).to(torch.uint8)

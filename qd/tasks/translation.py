@@ -17,12 +17,15 @@
   ``SequenceGenerator``, beam 5, ``<unk>`` replaced by the source word of highest attention),
   sacreBLEU on detokenised output against the raw references (``bleu``), the legacy BLEU of the official
   code (``bleu_legacy``: ``multi-bleu.perl -lc`` on tokenised text, :func:`legacy_bleu`) and the token
-  agreement with the teacher.
+  agreement with the teacher;
+* use: :meth:`Translation.translate_sentences` takes raw sentences through the same tokenisation,
+  vocabulary, beam search and detokenisation (``qd translate``, :mod:`qd.use`).
 
 Exercise it with ``pytest tests/test_translation.py``.
 """
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -32,10 +35,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from qd.errors import DataMissing
 from qd.tasks import TASKS
-from qd.tasks.base import Task
-from qd.text.prepare import PreparedText, prepare_translation
-from qd.text.tokenise import detokenise, tokenise
+from qd.tasks.base import Task, prepared_file
+from qd.text import import_fairseq
+from qd.text.prepare import LAYOUT, PreparedText, prepare_translation
+from qd.text.tokenise import detokenise, split_pretokenised, tokenise
 
 REDUCTIONS = ("sentence_sum", "token_mean")
 # The largest logits tensor (floats) an evaluation batch may produce: batches are cut to
@@ -118,6 +123,116 @@ def legacy_bleu(hypotheses: list[str], references: list[str]) -> tuple[float, st
     return legacy.corpus_score(hypotheses, [references]).score, str(legacy.get_signature())
 
 
+def collate_pairs(samples: list[dict], pad: int, eos: int, device: torch.device) -> dict:
+    """fairseq's padded batch of ``{"id", "source"[, "target"]}`` samples, on ``device``: the sources
+    left-padded, sorted longest first; without targets (raw sentences to translate) the batch holds
+    no ``target`` or ``prev_output_tokens``."""
+    from fairseq.data.language_pair_dataset import collate
+
+    s = collate(samples, pad_idx=pad, eos_idx=eos, left_pad_source=True, left_pad_target=False, input_feeding=True)
+    net = s["net_input"]
+    batch = {"id": s["id"].to(device), "src_tokens": net["src_tokens"].to(device),
+             "src_lengths": net["src_lengths"].to(device), "ntokens": s["ntokens"], "nsentences": s["nsentences"]}
+    if s["target"] is not None:
+        batch.update(prev_output_tokens=net["prev_output_tokens"].to(device), target=s["target"].to(device))
+    return batch
+
+
+def beam_batch_size(evaluation: dict, target_vocab: int) -> int:
+    """Sentences per beam-search batch: the ``evaluation.batch_size`` (512) whose beams' logits fit
+    :data:`LOGITS_BUDGET`."""
+    beam = evaluation.get("beam", 5)
+    return max(1, min(evaluation.get("batch_size", 512), LOGITS_BUDGET // (beam * target_vocab)))
+
+
+def beam_search(model: nn.Module, tgt_dict, batches, source_words: list[list[str]],
+                evaluation: dict) -> list[list[str] | None]:
+    """fairseq's ``SequenceGenerator`` over ``batches`` (from :func:`collate_pairs`) with the run's
+    ``evaluation`` block (``beam`` 5, ``decode_max_length`` 100, ``replace_unk`` by default): the best
+    hypothesis of every sentence as words, at its ``id``; ``source_words[id]`` are the words an
+    ``<unk>`` may be replaced by. Ids no batch holds stay ``None``."""
+    from fairseq.sequence_generator import SequenceGenerator
+
+    beam, max_len = evaluation.get("beam", 5), evaluation.get("decode_max_length", 100)
+    replace_unk = evaluation.get("replace_unk", True)
+    model.eval()
+    generator = SequenceGenerator([model], tgt_dict, beam_size=beam, max_len_a=0, max_len_b=max_len)
+    out: list[list[str] | None] = [None] * len(source_words)
+    with torch.no_grad():
+        for batch in batches:
+            sample = {"net_input": {"src_tokens": batch["src_tokens"], "src_lengths": batch["src_lengths"]}}
+            hypos = generator.generate([model], sample)
+            for row, sid in enumerate(batch["id"].tolist()):
+                out[sid] = hypothesis_words(hypos[row][0], source_words[sid], tgt_dict, replace_unk)
+    return out
+
+
+def hypothesis_words(hypo: dict, source: list[str], tgt_dict, replace_unk: bool) -> list[str]:
+    """Hypothesis tokens as words; ``<unk>`` replaced by the source word it attends to most."""
+    eos = tgt_dict.eos()
+    ids = hypo["tokens"].tolist()
+    if ids and ids[-1] == eos:
+        ids = ids[:-1]
+    words = [tgt_dict[i] for i in ids]
+    # (source positions, target positions); the encoder moved the left padding to the right, so
+    # row p is the sentence's p-th source token, then its </s>, then padding
+    attention = hypo["attention"]
+    if replace_unk and source and attention.numel():
+        unk = tgt_dict.unk()
+        for t, i in enumerate(ids):
+            if i == unk:  # only real source words are candidates, not </s> or padding
+                words[t] = source[int(attention[:len(source), t].argmax())]
+    return words
+
+
+@dataclass
+class Vocabularies:
+    """What translating raw text takes from a prepared folder (:mod:`qd.text.prepare`): the languages,
+    the tokenisation (Moses, or spaces for a corpus that came tokenised; lowercased or not) and both
+    dictionaries, checked against the model's meta so a model never reads another corpus's indices."""
+
+    source_lang: str
+    target_lang: str
+    lowercase: bool
+    pretokenised: bool
+    src_dict: object
+    tgt_dict: object
+
+    @classmethod
+    def read(cls, folder: Path, model_meta: dict) -> "Vocabularies":
+        import_fairseq()
+        from fairseq.data import Dictionary
+
+        layout = json.loads(prepared_file(folder, LAYOUT, "languages and lowercasing of the corpus").read_text())
+        manifest = json.loads(prepared_file(folder, "manifest.json", "tokeniser of the corpus").read_text())
+        src, tgt = layout["source_lang"], layout["target_lang"]
+        if (src, tgt) != (model_meta["source_lang"], model_meta["target_lang"]):
+            raise DataMissing(f"{Path(folder) / LAYOUT} is {src}-{tgt} data but the model translates "
+                              f"{model_meta['source_lang']}-{model_meta['target_lang']}: give its own data with --data")
+        dicts = {}
+        for side, lang in (("src", src), ("tgt", tgt)):
+            path = prepared_file(folder, f"dict.{lang}.txt", f"{lang} vocabulary")
+            dicts[side] = Dictionary.load(str(path))
+            if len(dicts[side]) != model_meta[f"{side}_vocab"]:
+                raise DataMissing(f"{path} holds {len(dicts[side])} symbols but the model was trained on "
+                                  f"{model_meta[f'{side}_vocab']}: {folder} is not the data the model was trained "
+                                  "on; give its own data with --data")
+        # qd.text.prepare describes a corpus that came tokenised (split on spaces) this way in the manifest
+        pretokenised = manifest.get("tokeniser", "").startswith("pre-tokenised")
+        return cls(src, tgt, layout["lowercase"], pretokenised, dicts["src"], dicts["tgt"])
+
+    def source_words(self, line: str) -> list[str]:
+        """The tokens of a raw source line, as :func:`qd.text.prepare.prepare_translation` made them."""
+        if self.pretokenised:
+            return split_pretokenised(line, self.lowercase)
+        return tokenise(line.strip(), self.source_lang, self.lowercase)
+
+    def encode(self, words: list[str]) -> torch.Tensor:
+        """Source indices ending with ``</s>``, as :func:`qd.text.prepare.binarise` stores them."""
+        d = self.src_dict
+        return torch.tensor([d.index(w) for w in words] + [d.eos()], dtype=torch.long)
+
+
 class Translation(Task):
     """Seq2seq translation on a prepared folder (``qd.text.prepare``)."""
 
@@ -146,16 +261,9 @@ class Translation(Task):
         return prepare_translation(dataset, folder)
 
     def _collate(self, split: str, ids) -> dict:
-        from fairseq.data.language_pair_dataset import collate
-
         src, tgt = self.data.tokens[split]
         samples = [{"id": int(i), "source": src[i], "target": tgt[i]} for i in ids]
-        s = collate(samples, pad_idx=self.pad, eos_idx=self.eos, left_pad_source=True, left_pad_target=False,
-                    input_feeding=True)
-        net, dev = s["net_input"], self.device
-        return {"split": split, "id": s["id"].to(dev), "src_tokens": net["src_tokens"].to(dev),
-                "src_lengths": net["src_lengths"].to(dev), "prev_output_tokens": net["prev_output_tokens"].to(dev),
-                "target": s["target"].to(dev), "ntokens": s["ntokens"], "nsentences": s["nsentences"]}
+        return {"split": split, **collate_pairs(samples, self.pad, self.eos, self.device)}
 
     def _length_order(self, split: str, order: torch.Tensor) -> torch.Tensor:
         """``order`` stably sorted by target length, then by source length (fairseq's ordered_indices)."""
@@ -323,40 +431,14 @@ class Translation(Task):
 
     def translate(self, model: nn.Module, split: str = "test") -> list[list[str]]:
         """Beam-search translations of ``split`` as token lists, in the split's order."""
-        from fairseq.sequence_generator import SequenceGenerator
-
-        ev = self.spec.get("evaluation", {})
-        beam, max_len = ev.get("beam", 5), ev.get("decode_max_length", 100)
-        replace_unk = ev.get("replace_unk", True)
-        model.eval()
-        generator = SequenceGenerator([model], self.tgt_dict, beam_size=beam, max_len_a=0, max_len_b=max_len)
+        evaluation = self.spec.get("evaluation", {})
         source_words = [line.split() for line in self.data.text(split, self.source_lang)]
-        per_batch = max(1, min(self._eval_batch_size(), LOGITS_BUDGET // (beam * len(self.tgt_dict))))
-        out: list[list[str] | None] = [None] * len(source_words)
-        with torch.no_grad():
-            for ids in self._budget_chunks(split, per_batch, 1 << 62):
-                batch = self._collate(split, ids)
-                sample = {"net_input": {"src_tokens": batch["src_tokens"], "src_lengths": batch["src_lengths"]}}
-                hypos = generator.generate([model], sample)
-                for row, sid in enumerate(batch["id"].tolist()):
-                    out[sid] = self._words(hypos[row][0], source_words[sid], replace_unk)
-        return out
+        per_batch = beam_batch_size(evaluation, len(self.tgt_dict))
+        batches = (self._collate(split, ids) for ids in self._budget_chunks(split, per_batch, 1 << 62))
+        return beam_search(model, self.tgt_dict, batches, source_words, evaluation)
 
     def _words(self, hypo: dict, source: list[str], replace_unk: bool) -> list[str]:
-        """Hypothesis tokens as words; ``<unk>`` replaced by the source word it attends to most."""
-        ids = hypo["tokens"].tolist()
-        if ids and ids[-1] == self.eos:
-            ids = ids[:-1]
-        words = [self.tgt_dict[i] for i in ids]
-        # (source positions, target positions); the encoder moved the left padding to the right, so
-        # row p is the sentence's p-th source token, then its </s>, then padding
-        attention = hypo["attention"]
-        if replace_unk and source and attention.numel():
-            unk = self.tgt_dict.unk()
-            for t, i in enumerate(ids):
-                if i == unk:  # only real source words are candidates, not </s> or padding
-                    words[t] = source[int(attention[:len(source), t].argmax())]
-        return words
+        return hypothesis_words(hypo, source, self.tgt_dict, replace_unk)
 
     def final_metrics(self, model: nn.Module) -> tuple[dict, dict[str, str]]:
         from sacrebleu.metrics import BLEU
@@ -391,6 +473,29 @@ class Translation(Task):
         if len(lines) != n:
             raise ValueError(f"{path} has {len(lines)} lines but the test set has {n} pairs")
         self.teacher_hypotheses = lines
+
+    # ------------------------------------------------------------------ use
+    @classmethod
+    def translate_sentences(cls, model: nn.Module, model_meta: dict, folder: Path, evaluation: dict,
+                            sentences: list[str]) -> tuple[list[str], dict[int, str]]:
+        """Raw source ``sentences`` through the evaluation's pipeline: the prepared folder's tokenisation
+        and vocabulary, :func:`beam_search` with ``evaluation``, detokenisation. A sentence with no token or
+        more than the encoder reads is refused: its translation is empty and its index maps to why."""
+        vocab = Vocabularies.read(folder, model_meta)
+        words = [vocab.source_words(s) for s in sentences]
+        limit = model.max_positions()[0] - 1  # fairseq's limit counts the source's </s>
+        refused = {i: "empty: nothing to translate" for i, w in enumerate(words) if not w}
+        refused |= {i: f"too long: {len(w)} tokens, the model reads at most {limit}"
+                    for i, w in enumerate(words) if len(w) > limit}
+        # sentences of similar length share a batch (little padding), as in evaluation
+        ids = sorted((i for i in range(len(words)) if i not in refused), key=lambda i: len(words[i]))
+        per_batch = beam_batch_size(evaluation, len(vocab.tgt_dict))
+        pad, eos = vocab.tgt_dict.pad(), vocab.tgt_dict.eos()
+        device = next(model.parameters()).device
+        batches = (collate_pairs([{"id": i, "source": vocab.encode(words[i])} for i in ids[k:k + per_batch]],
+                                 pad, eos, device) for k in range(0, len(ids), per_batch))
+        hypotheses = beam_search(model, vocab.tgt_dict, batches, words, evaluation)
+        return [detokenise(h, vocab.target_lang) if h is not None else "" for h in hypotheses], refused
 
     def example_input(self, batch_size: int) -> tuple:
         n = len(self._lengths["test"][0])
