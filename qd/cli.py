@@ -5,6 +5,7 @@
     qd train    --config config/config.yaml --task digits --model student1 --method qd --bits 4
     qd evaluate --run results/demo/digits/student1/qd/b4-d256/seed0
     qd load     results/demo/digits/student1/qd/b4-d256/seed0/model.qda  # the compressed file
+    qd onnx     --run results/demo/digits/student1/qd/b4-d256/seed0  # as ONNX, checked against PyTorch
     qd translate --model results/demo/numbers/student1/qd/b4-d256/seed0/model.qda sentences.de  # translate with it
     qd classify  --model results/demo/digits/student1/qd/b4-d256/seed0/model.qda images/       # classify: a CSV row per image
     qd latency  --config config/config.yaml                 # time every finished run's final model
@@ -176,13 +177,38 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_export(args) -> int:
-    """Write a finished run's compressed model to another file (re-encoded from what it holds)."""
+    """Write a finished run's compressed model to another file (re-encoded from what it holds), or as ONNX."""
     from qd.artefact import export_artefact, load_artefact
     from qd.run import ARTEFACT
 
+    if args.format == "onnx":
+        from qd.onnx import export_onnx
+
+        info = export_onnx(Path(args.run) / ARTEFACT, args.out)
+        files = ", ".join(str(p) for p in info["files"].values())
+        print(f"{files}: {info['size_onnx']:,} bytes (opset {info['opset']}), {len(info['tensors'])} tensors "
+              f"stored as integers; model.qda {info['size_qda']:,} bytes, {info['size_analytic']:,.0f} by the "
+              "paper's formula")
+        return 0
     state, codes, header = load_artefact(Path(args.run) / ARTEFACT)
     size = export_artefact(args.out, state, codes, header)
     print(f"{args.out}: {size:,} bytes, {len(codes)} quantized tensors")
+    return 0
+
+
+def cmd_onnx(args) -> int:
+    """A finished run as ONNX in its folder, with its agreement with PyTorch on the test set (onnx.json)."""
+    from qd.onnx.run import onnx_run
+    from qd.run import ARTEFACT, model_from_artefact
+    from qd.use import run_data_folder
+
+    _, _, header = model_from_artefact(Path(args.run) / ARTEFACT)
+    record = onnx_run(Path(args.run), run_data_folder(Path(args.run), header, args.data), args.threads,
+                      args.calibration)
+    for name, part in [("model", record), *([("integer path", record["integer"])] if "integer" in record else [])]:
+        a = part["agreement"]
+        print(f"{record['run']} {name}: {part['size_onnx']:,} bytes; predicts as PyTorch on {a['agree']} of "
+              f"{a['n']} test examples ({a['agreement']:.2%}, {a['compared']})")
     return 0
 
 
@@ -220,7 +246,10 @@ def cmd_latency(args) -> int:
 
     cfg = load_config(args.config)
     results = _results_root(args, cfg)
-    time_runs(cfg, results, Path(args.out) if args.out else results / "latency.csv")
+    extra = None
+    if cfg["evaluation"]["onnx"]["enabled"]:  # the exported models are timed in the same job, beside PyTorch
+        from qd.onnx.run import onnx_latency_of as extra
+    time_runs(cfg, results, Path(args.out) if args.out else results / "latency.csv", extra)
     return 0
 
 
@@ -323,7 +352,17 @@ def build_parser() -> argparse.ArgumentParser:
     exp = sub.add_parser("export", help="write a finished run's compressed model file elsewhere")
     exp.add_argument("--run", required=True)
     exp.add_argument("--out", required=True)
+    exp.add_argument("--format", choices=("qda", "onnx"), default="qda",
+                     help="qda: the compressed file; onnx: weights as low-bit integers with their scales (docs/onnx.md)")
     exp.set_defaults(func=cmd_export)
+
+    onx = sub.add_parser("onnx", help="a finished run as ONNX in its folder, checked against PyTorch (onnx.json)")
+    onx.add_argument("--run", required=True)
+    onx.add_argument("--data", help="the task's prepared data folder (default: under the run's results folder)")
+    onx.add_argument("--threads", type=int, default=1)
+    onx.add_argument("--calibration", type=int, default=512,
+                     help="training images that calibrate the integer path's activations (8-bit per-channel runs)")
+    onx.set_defaults(func=cmd_onnx)
 
     load = sub.add_parser("load", help="load a compressed model file: contents, sizes, metrics with --data")
     load.add_argument("file")

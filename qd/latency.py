@@ -132,12 +132,13 @@ def depth_comparison(models: Mapping[str, nn.Module], example_input, reference: 
     return rows
 
 
-def time_runs(cfg: dict, results, out) -> list[dict]:
+def time_runs(cfg: dict, results, out, extra=None) -> list[dict]:
     """Latency of the final model of every planned run of ``cfg`` on a batch of its task's test inputs.
 
     The workflow runs this once, after every training job and with every core reserved, so that no
     timing shares the machine with training; ``evaluation.latency`` sets batch, repeats and threads.
-    Writes ``out`` (CSV, one row per run) and returns the rows.
+    ``extra(run_folder, latency_settings) -> dict`` adds columns timed in the same job (the ONNX
+    models: ``qd.onnx.run.onnx_latency_of``). Writes ``out`` (CSV, one row per run) and returns the rows.
     """
     from pathlib import Path
 
@@ -160,6 +161,7 @@ def time_runs(cfg: dict, results, out) -> list[dict]:
                             repeats=lat["repeats"], threads=lat["threads"])
         rows.append({"run": run.path, "latency_device": m["device"], "latency_batch": m["batch"],
                      "latency_threads": m["threads"], "latency_median_ms": m["median_ms"],
-                     "latency_iqr_ms": m["iqr_ms"], "latency_repeats": m["repeats"]})
+                     "latency_iqr_ms": m["iqr_ms"], "latency_repeats": m["repeats"],
+                     **(extra(results / run.path, lat) if extra else {})})
     atomic_write_text(pd.DataFrame(rows).to_csv(index=False), out)
     return rows

@@ -246,6 +246,10 @@ def test_the_integer_path_keeps_the_artefacts_8_bit_codes(tmp_path, digits):
     model = random_convnet()
     codes = {n: PerChannelQuantizer(8).encode(p.detach()) for n, p in model.named_parameters() if p.dim() >= 2}
     assert per_channel_8bit(codes) and not per_channel_8bit({"w": encode_uniform(torch.randn(9), 8)})
+    some_weight = next(iter(codes))
+    bias = {"b": encode_uniform(torch.randn(9), 4, 256)}  # vectors may take any layout: their values are used
+    assert per_channel_8bit({**codes, **bias})
+    assert not per_channel_8bit({**codes, some_weight: encode_uniform(model.state_dict()[some_weight], 8, 256)})
     write_quantized(tmp_path / "pc8.qda", model, codes,
                     {"kind": "classification", "model": CONVNET, "model_meta": DIGITS_META})
     calibration = Classification.test_examples(digits)[0][:128]
@@ -256,6 +260,53 @@ def test_the_integer_path_keeps_the_artefacts_8_bit_codes(tmp_path, digits):
         assert np.array_equal(stored[f"{name}_quantized"].reshape(-1), c.indices.numpy())
     row = onnx_agreement(tmp_path / "pc8.qda", r, digits)
     assert row["agreement"] >= 0.99  # 8-bit activations on top of the weights: close, not identical
+
+
+def test_a_run_folder_is_exported_checked_and_read_by_the_summary_and_claim_5(tmp_path, digits):
+    """``qd onnx`` on an 8-bit per-channel run: its record, the summary's columns from it, the latency
+    job's columns, and claim 5's check run on onnxruntime's integer path (the stack named)."""
+    from qd.onnx.run import integer_stack, onnx_latency_columns, onnx_run
+    from qd.report.build import report_settings
+    from qd.report.collect import onnx_columns
+    from qd.report.integer import EMULATED, check_integer_model
+    from qd.run import model_from_artefact
+
+    run = tmp_path / "digits/student1/pcq/b8-channel/seed0"
+    run.mkdir(parents=True)
+    model = random_convnet()
+    codes = {n: PerChannelQuantizer(8).encode(p.detach()) for n, p in model.named_parameters() if p.dim() >= 2}
+    write_quantized(run / "model.qda", model, codes, {"kind": "classification", "model": CONVNET,
+                                                      "model_meta": DIGITS_META, "run": "digits/student1/pcq/b8-channel/seed0"})
+    record = onnx_run(run, digits, calibration=128)
+    assert record["run"] == "digits/student1/pcq/b8-channel/seed0" and record["files"] == {"model": "model.onnx"}
+    assert (record["agreement"]["n"], record["agreement"]["agreement"]) == (359, 1.0)
+    assert record["integer"]["kept_codes"] == len(codes) and (run / "model.int8.onnx").exists()
+    cols = onnx_columns(run / "onnx.json")
+    assert cols == {"onnx_bytes": (run / "model.onnx").stat().st_size, "onnx_opset": record["opset"],
+                    "onnx_agreement": 1.0, "onnx_compared": 359,
+                    "onnx_integer_bytes": (run / "model.int8.onnx").stat().st_size,
+                    "onnx_integer_agreement": record["integer"]["agreement"]["agreement"]}
+    assert onnx_columns(tmp_path / "none.json") == {}
+
+    x, y = Classification.test_examples(digits)
+    logits, facts, stack = integer_stack(run, x)
+    loaded, loaded_codes, _ = model_from_artefact(run / "model.qda")
+    with torch.inference_mode():
+        same = (logits.argmax(1) == loaded(x).argmax(1)).double().mean().item()
+    assert same == pytest.approx(record["integer"]["agreement"]["agreement"])
+    assert stack.startswith(f"onnxruntime {ort.__version__}") and "QLinearConv" in stack
+    assert facts["integer_layers"] == sum(record["integer"]["integer_ops"].values()) == 6
+    settings = report_settings(None)
+    on_ort = check_integer_model(loaded, loaded_codes, x, y, settings, "r", None, 0, (logits, facts, stack))
+    emulated = check_integer_model(loaded, loaded_codes, x, y, settings, "r", None, 0)
+    assert on_ort.stack == stack and emulated.stack == EMULATED
+    assert on_ort.integer_accuracy == pytest.approx(100 * (logits.argmax(1) == y).double().mean().item())
+    assert on_ort.agreement == pytest.approx(same)
+
+    lat = onnx_latency_columns(run, threads=1, warmup=1, repeats=3)
+    assert lat["onnx_ms"] > 0 and lat["onnx_integer_ms"] > 0 and lat["onnx_batch"] == 1
+    assert lat["onnx_integer_over_torch"] == pytest.approx(lat["onnx_integer_ms"] / lat["onnx_torch_ms"])
+    assert "DequantizeLinear" in lat["onnx_stack"] and lat["onnx_integer_stack"] == stack
 
 
 # ------------------------------------------------------------------------------------------ translation

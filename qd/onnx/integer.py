@@ -42,8 +42,11 @@ def per_channel(c: QuantCodes) -> bool:
 
 
 def per_channel_8bit(codes: dict[str, QuantCodes]) -> bool:
-    """Whether every quantized tensor has 256 levels per channel: the models the integer path is meant for."""
-    return bool(codes) and all(per_channel(c) and c.n_levels == 256 for c in codes.values())
+    """Whether every quantized weight matrix or kernel has 256 levels per channel: the models the integer
+    path is meant for. Vectors (biases, BatchNorm parameters) may be coded in any layout: the integer graph
+    takes their decoded values (a bias becomes int32 at the scale of its layer's product)."""
+    weights = [c for c in codes.values() if len(c.shape) >= 2]
+    return bool(weights) and all(per_channel(c) and c.n_levels == 256 for c in weights)
 
 
 def _uint8_per_output_channel(c: QuantCodes) -> bool:

@@ -56,16 +56,18 @@ def rows_info(rows) -> TaskInfo:
 
 
 def report_files(results: Path, figures: Path, tasks: Iterable[str] | Mapping,
-                 depth_latency: bool = False) -> list[Path]:
+                 depth_latency: bool = False, onnx: bool = False) -> list[Path]:
     """Every file ``build_report`` writes (the workflow declares them as outputs). ``tasks``: the
-    config's ``tasks`` block (names to task blocks), or just the names of tasks of the default kind."""
+    config's ``tasks`` block (names to task blocks), or just the names of tasks of the default kind;
+    ``onnx``: the runs were exported (``evaluation.onnx``), so each task has its ONNX table."""
     files = [results / name for name in RECORDS]
     if depth_latency:
         files += [results / "tables" / f"latency_depth.{ext}" for ext in ("md", "csv")]
         files += [figures / f"latency_depth.{ext}" for ext in ("png", "pdf")]
     for t, info in task_infos(tasks).items():
         tables, figs = task_outputs(info)
-        files += [results / "tables" / f"{t}_{name}.{ext}" for name in tables for ext in ("md", "csv")]
+        files += [results / "tables" / f"{t}_{name}.{ext}" for name in tables + (("onnx",) if onnx else ())
+                  for ext in ("md", "csv")]
         files += [figures / f"{t}_{name}.{ext}" for name in figs for ext in ("png", "pdf")]
     return files
 

@@ -27,6 +27,7 @@ from qd.report.collect import aggregate, collect, labels_by_method
 from qd.report.compare import write_comparisons
 from qd.report.figures import metric_vs_bits, metric_vs_size, training_curves
 from qd.report.paper import PaperTargets
+from qd.report.onnx_table import write_onnx_table
 from qd.report.tables import write_task_tables
 
 REPORT_SCHEMA = SCHEMA_PATH.parent / "report.schema.yaml"
@@ -102,6 +103,7 @@ def build_report(results: Path, figures: Path, cfg: dict | None, targets: Path) 
                       depth_claims, recurrent, cfg)
         write_task_tables(results / "tables", task, info, agg, paper, dataset, teacher, students, labels)
         write_comparisons(results, df[df["task"] == task], task)
+        write_onnx_table(df, task, results / "tables")
         per_task[task] = check_claims(ev)
         metric_vs_bits(agg, task, teacher, students, figures / f"{task}_{info.primary}_vs_bits", info.primary,
                        info.label, paper, dataset, labels)

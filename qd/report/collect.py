@@ -24,13 +24,14 @@ METRICS = list(dict.fromkeys(
     + ["size_fp32", "size_analytic", "size_on_disk", "huffman_bits_per_weight", "params", "latency_median_ms",
        "latency_iqr_ms", "n_test", "wall_time"]))
 LATENCY_FILE = "latency.csv"
+ONNX_RECORD = "onnx.json"  # a run's ONNX export and its agreement with PyTorch (qd.onnx.run)
 
 
 def collect(results: Path) -> pd.DataFrame:
     """One row per run folder under ``results``, with ``kind`` and ``primary_metric`` filled in, and the
     timing job's ``latency.csv`` merged on ``run`` where it exists."""
     files = sorted(Path(results).glob("*/*/*/*/seed*/metrics.json"))
-    rows = [json.loads(f.read_text()) for f in files]
+    rows = [json.loads(f.read_text()) | onnx_columns(f.with_name(ONNX_RECORD)) for f in files]
     df = pd.DataFrame(rows)
     if df.empty:
         return df
@@ -47,6 +48,21 @@ def collect(results: Path) -> pd.DataFrame:
         df[col] = pd.to_numeric(df[col]).astype("Int64")
     return df.sort_values(["task", "model", "method", "bits", "bucket", "seed"], na_position="first",
                           ignore_index=True)
+
+
+def onnx_columns(path: Path) -> dict:
+    """The columns a run takes from its ``onnx.json`` (``qd onnx``; nothing where it has none): the ONNX
+    file's size and opset, and the share of test examples on which it predicts what PyTorch's quantized
+    model predicts; with an integer path (8-bit per-channel runs), the same of ``model.int8.onnx``."""
+    if not path.exists():
+        return {}
+    record = json.loads(path.read_text())
+    cols = {"onnx_bytes": record["size_onnx"], "onnx_opset": record["opset"],
+            "onnx_agreement": record["agreement"]["agreement"], "onnx_compared": record["agreement"]["n"]}
+    if "integer" in record:
+        cols.update(onnx_integer_bytes=record["integer"]["size_onnx"],
+                    onnx_integer_agreement=record["integer"]["agreement"]["agreement"])
+    return cols
 
 
 def merge_latency(df: pd.DataFrame, path: Path) -> pd.DataFrame:

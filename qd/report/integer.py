@@ -38,6 +38,7 @@ from qd.quant import QuantCodes, decode, quantize_uniform
 from qd.report.stats import FAIL, INCONCLUSIVE, PASS, Interval, clopper_pearson, combine, paired_difference
 
 INT32_MAX = 2**31 - 1
+EMULATED = "integer arithmetic emulated in PyTorch (qd.report.integer)"
 LAYERS = (nn.Conv1d, nn.Conv2d, nn.Linear)
 
 
@@ -302,20 +303,26 @@ class IntegerCheck:
     interval: Interval
     verdict: str = INCONCLUSIVE
     per_channel: dict = field(default_factory=dict)  # bits -> (accuracy, interval vs the model, layers changed)
+    stack: str = EMULATED  # what ran the integer path
 
 
 def check_integer_model(model: nn.Module, codes: dict[str, QuantCodes], x: torch.Tensor, y: torch.Tensor,
-                        cfg: dict, run: str = "", bucket: int | None = None, seed: int = 0) -> IntegerCheck:
+                        cfg: dict, run: str = "", bucket: int | None = None, seed: int = 0,
+                        stack: tuple[torch.Tensor, dict, str] | None = None) -> IntegerCheck:
     """Integer path vs simulated model on ``(x, y)``; the verdict follows the config's thresholds:
     PASS when the accuracy difference's interval lies above ``-integer_tolerance`` and the share of
     examples labelled alike is at least ``integer_min_agreement`` (exact binomial interval), FAIL when
-    either lies wholly on the wrong side."""
+    either lies wholly on the wrong side.
+
+    The integer path is :func:`integer_logits` (integer arithmetic emulated in PyTorch) unless ``stack``
+    gives the logits of ``x`` from a real integer inference stack, its facts and its name
+    (``qd.onnx.run.integer_stack``: onnxruntime's QLinearConv/QGemm graph of the run)."""
     layers = quantized_layers(model, codes)
     if not layers:
         raise ValueError(f"{run}: no conv or linear layer is stored as a uniform code")
     bits = code_bits(layers[0][2])
     sim = _logits(model, x, 256)
-    integer, facts = integer_logits(model, codes, x, cfg["integer_activation_bits"])
+    integer, facts, ran_on = stack or (*integer_logits(model, codes, x, cfg["integer_activation_bits"]), EMULATED)
     c_sim = (sim.argmax(1) == y).double().numpy()
     c_int = (integer.argmax(1) == y).double().numpy()
     same = int((sim.argmax(1) == integer.argmax(1)).sum())
@@ -337,7 +344,7 @@ def check_integer_model(model: nn.Module, codes: dict[str, QuantCodes], x: torch
         for k in split:
             split[k] += lay[k]
     check = IntegerCheck(run, bits, bucket, len(y), 100 * c_sim.mean(), 100 * c_int.mean(), same / len(y), lo, hi,
-                         rel, codes_error, facts, split, iv, v)
+                         rel, codes_error, facts, split, iv, v, stack=ran_on)
     for b in sorted({bits, 8}):
         twin, changed = per_channel_model(model, codes, b)
         if changed == 0:
@@ -357,11 +364,12 @@ def check_line(k: IntegerCheck) -> str:
             pc.append(f"{b}-bit per channel: nothing to change")
         else:
             pc.append(f"{b}-bit per channel ({changed} layers re-quantized): {acc:.2f}% ({iv.describe()})")
-    return (f"{k.run}: integer path {k.integer_accuracy:.2f}% vs simulated {k.simulated_accuracy:.2f}% "
+    accumulator = ("" if f["largest_accumulator"] is None else f"largest accumulator {f['largest_accumulator']:.3g} "
+                   f"(int32: {'fits' if f['fits_int32'] else 'OVERFLOWS'}); ")
+    return (f"{k.run}: integer path on {k.stack}: {k.integer_accuracy:.2f}% vs simulated {k.simulated_accuracy:.2f}% "
             f"({k.interval.describe()}); same label on {k.agreement:.1%} of {k.n} examples "
             f"[{k.agreement_low:.1%}, {k.agreement_high:.1%}]; largest logit error {k.max_logit_error:.2%} of the "
-            f"largest logit; {f['integer_layers']} integer layers, {f['float_layers']} in fp32; largest accumulator "
-            f"{f['largest_accumulator']:.3g} (int32: {'fits' if f['fits_int32'] else 'OVERFLOWS'}); codes vs weights "
+            f"largest logit; {f['integer_layers']} integer layers, {f['float_layers']} in fp32; {accumulator}codes vs weights "
             f"{k.codes_error:.2g}; {lay['split_channels']} of {lay['channels']} output channels span more than one "
             f"bucket, {lay['straddling_buckets']} of {lay['buckets']} buckets straddle channels; " + "; ".join(pc)
             + f": **{k.verdict}**")
@@ -375,7 +383,7 @@ def check_rows(checks: list[IntegerCheck]) -> list[dict]:
     """One table row per checked model (``tables/<task>_integer.csv``)."""
     rows = []
     for k in checks:
-        row = {"run": k.run, "bits": k.bits, "bucket": k.bucket, "examples": k.n,
+        row = {"run": k.run, "stack": k.stack, "bits": k.bits, "bucket": k.bucket, "examples": k.n,
                "simulated_accuracy": k.simulated_accuracy, "integer_accuracy": k.integer_accuracy,
                "difference": k.interval.estimate, "low": k.interval.low, "high": k.interval.high,
                "agreement": k.agreement, "max_logit_error": k.max_logit_error,

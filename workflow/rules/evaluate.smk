@@ -1,3 +1,5 @@
+from qd.config import data_folder
+
 # Timing. Each timing job reserves every core, so nothing else runs beside it and its numbers (and the
 # speed claims that read them) do not depend on what the scheduler happened to run in parallel.
 
@@ -16,9 +18,31 @@ def all_cores(w):
     return max(1, min(cores, os.cpu_count() or 1))
 
 
+# Every run's model as ONNX (evaluation.onnx): exported into its run folder and checked against PyTorch on
+# the test set; untimed, so it runs beside training. The latency job times the ONNX models too.
+ONNX = CFG["evaluation"]["onnx"]
+
+
+rule onnx:
+    input:
+        model=RUN_DIR + "/model.qda",
+        data=lambda w: str(data_file(RESULTS, w.task)),
+    output:
+        RUN_DIR + "/onnx.json",
+    log:
+        RUN_DIR + "/onnx.log",
+    params:
+        run=lambda w, output: str(Path(output[0]).parent),
+        data=lambda w: str(data_folder(RESULTS, w.task)),
+        calibration=ONNX["calibration"],
+    shell:
+        "qd onnx --run {params.run} --data {params.data} --calibration {params.calibration} > {log} 2>&1"
+
+
 rule latency:
     input:
         models=[run_files(r, "model.qda") for r in RUNS],
+        onnx=[run_files(r, "onnx.json") for r in RUNS] if ONNX["enabled"] else [],
     output:
         RESULTS + "/latency.csv",
     log:

@@ -6,7 +6,7 @@ DEPTH_LATENCY = CFG["evaluation"]["depth_latency"]["enabled"]
 
 
 def report_outputs():
-    files = report_files(Path(RESULTS), Path(FIGURES), CFG["tasks"], DEPTH_LATENCY)
+    files = report_files(Path(RESULTS), Path(FIGURES), CFG["tasks"], DEPTH_LATENCY, CFG["evaluation"]["onnx"]["enabled"])
     return [str(p) for p in files]
 
 

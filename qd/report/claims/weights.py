@@ -81,6 +81,16 @@ class SavedModels:
         return self.cache[run]
 
 
+def onnx_integer(results: Path, row, x):
+    """The run's logits on onnxruntime's integer path where the workflow built one (8-bit per-channel
+    runs with ``evaluation.onnx``), else None (the emulated path runs)."""
+    if pd.isna(row.get("onnx_integer_agreement", float("nan"))):
+        return None
+    from qd.onnx.run import integer_stack
+
+    return integer_stack(_artefact(results, row["run"]).parent, x)
+
+
 def claim_integer(ev: Evidence, models: SavedModels, x, y) -> Claim:
     from qd.report.integer import check_integer_model, check_line, check_rows, verdict_of
 
@@ -91,7 +101,9 @@ def claim_integer(ev: Evidence, models: SavedModels, x, y) -> Claim:
         f"offset, {settings['integer_activation_bits']}-bit activations, integer sums per bucket segment): "
         f"accuracy >= simulated - {settings['integer_tolerance']:g} points (`report.integer_tolerance`) and the "
         f"same label on >= {settings['integer_min_agreement']:.0%} of the examples "
-        f"(`report.integer_min_agreement`), on {n} test examples (`report.integer_examples`)")
+        f"(`report.integer_min_agreement`), on {n} test examples (`report.integer_examples`); on onnxruntime's "
+        f"integer path (QLinearConv/QGemm) where the run has one (8-bit per channel, `evaluation.onnx`), else in "
+        f"integer arithmetic emulated in PyTorch: each line names its stack")
     checks = []
     quantized = ev.df[ev.df["bits"].notna()].sort_values("seed")
     for _, r in quantized.drop_duplicates(["model", "method", "bits", "bucket"]).iterrows():
@@ -100,7 +112,7 @@ def claim_integer(ev: Evidence, models: SavedModels, x, y) -> Claim:
         model, codes = models(r["run"])
         checks.append(check_integer_model(model, codes, x[:n], y[:n], settings, r["run"],
                                           None if pd.isna(r["bucket"]) else int(r["bucket"]),
-                                          settings["bootstrap_seed"]))
+                                          settings["bootstrap_seed"], onnx_integer(models.results, r, x[:n])))
     table = (check_rows(checks), models.results / "tables" / f"{task}_integer",
              f"{task}: quantized students run from their integer codes",
              "Per model (lowest seed): accuracy of the simulated model and of the integer path, their paired "
