@@ -67,6 +67,7 @@ def test_release_is_read_as_uint8_images_and_fine_labels(release):
     data, fine = made["train"]
     # 12 training images: 3 held out (25%), 9 kept, disjoint and together the whole split
     assert [len(splits.train[1]), len(splits.val[1]), len(splits.test[1])] == [9, 3, 5]
+    assert splits.meta["classes"][:3] == ["apple", "aquarium_fish", "baby"] and len(splits.meta["classes"]) == 100
     x_all = torch.cat([splits.train[0], splits.val[0]])
     y_all = torch.cat([splits.train[1], splits.val[1]])
     assert x_all.dtype == torch.uint8 and x_all.shape[1:] == (3, 32, 32)

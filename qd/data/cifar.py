@@ -163,5 +163,5 @@ def cifar10_splits(spec: dict) -> Splits:
     """Train (minus a seeded validation share), validation and the official test set."""
     train, test, source = load_cifar10(Path(spec["root"]), spec["download"])
     meta = {"dataset": "cifar10", "in_channels": 3, "num_classes": 10, "image_size": 32, "source": source,
-            "normalize": {"mean": list(MEAN), "std": list(STD)}}
+            "normalize": {"mean": list(MEAN), "std": list(STD)}, "classes": list(CLASSES)}
     return with_official_test(train, test, spec, meta)

@@ -168,5 +168,5 @@ def cifar100_splits(spec: dict) -> Splits:
     """Train (minus a seeded validation share), validation and the official test set."""
     train, test, source = load_cifar100(Path(spec["root"]), spec["download"])
     meta = {"dataset": "cifar100", "in_channels": 3, "num_classes": len(CLASSES), "image_size": 32,
-            "source": source, "normalize": {"mean": list(MEAN), "std": list(STD)}}
+            "source": source, "normalize": {"mean": list(MEAN), "std": list(STD)}, "classes": list(CLASSES)}
     return with_official_test(train, test, spec, meta)
