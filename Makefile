@@ -2,13 +2,15 @@
 #   make demo   - the embedded demo: snakemake --cores 2 on config/config.yaml, writing results/demo/ and
 #                 figures/demo/ (ignored by git), then `qd diff`: the run beside reference/demo/
 #   make test   - the test suite (fast CPU tier; `make test-slow` adds the slow tier)
+#   make rehearse - each paper preset's whole workflow on stand-in data, checked (docs/rehearsals.md;
+#                 up to 10 minutes each on 2 cores; .ci/run runs it after `make test`)
 #   make paper  - every paper preset, one after another (GPUs and the datasets needed: see README)
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 CORES  ?= 2
 
-.PHONY: demo test test-slow paper install clean-results
+.PHONY: demo test test-slow rehearse paper install clean-results
 
 PAPER_PRESETS ?= cifar10 cifar100 imagenet onmt-integ wmt13
 
@@ -28,8 +30,13 @@ demo: install
 test: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest -q
 
+# every tier but the rehearsals (make rehearse runs those)
 test-slow: install
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest -q -m "slow or not slow"
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest -q -m "not rehearsal"
+
+# the paper presets' rehearsals (tests/test_rehearsals.py, marker `rehearsal`): one test per preset
+rehearse: install
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest -q -m rehearsal tests/test_rehearsals.py
 
 paper: install
 	for preset in $(PAPER_PRESETS); do \

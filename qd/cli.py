@@ -14,6 +14,7 @@
     qd diff     --preset demo                               # a finished run beside its reference record
     qd reference --preset demo                              # promote a finished run to the reference record
     qd readme   [--check]                                   # README sections from the reference records
+    qd rehearse --preset cifar10                            # a paper preset's whole workflow on stand-in data
 
 The workflow calls the same subcommands with ``--spec``: a file holding exactly what one job reads
 (``results/<preset>/.specs/<hash>.json``, see ``qd.config.run_spec``), so a rule and a hand-typed
@@ -399,7 +400,7 @@ def _check_train_args(args, parser) -> None:
 
 # subcommands that parse their own arguments (their modules document them)
 DELEGATED = {"readme": "qd.report.readme", "compare": "qd.report.compare", "diff": "qd.report.diff",
-             "reference": "qd.report.reference"}
+             "reference": "qd.report.reference", "rehearse": "qd.rehearse"}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -220,3 +220,15 @@ def test_positional_depth_and_width():
     assert _count(model) == 17_179_940 and model.layer1[0].dropout.p == 0.0
     with pytest.raises(ValueError, match="6n \\+ 4"):
         wide_resnet(20, 10)
+
+
+def test_the_width_factor_narrows_every_layer_and_width_one_is_the_paper_net():
+    from qd.models.wide_resnet import WideResNet
+
+    full, half = WideResNet(16, 4, num_classes=10), WideResNet(16, 4, num_classes=10, width=0.5)
+    assert (full.conv1.out_channels, full.linear.in_features) == (16, 256)
+    assert (half.conv1.out_channels, half.linear.in_features) == (8, 128)
+    assert half.layer1[0].conv1.out_channels == 32 and full.layer1[0].conv1.out_channels == 64
+    assert WideResNet(16, 1, num_classes=10, width=0.01).conv1.out_channels == 1  # never below one channel
+    x = torch.randn(2, 3, 32, 32)
+    assert half.eval()(x).shape == (2, 10)

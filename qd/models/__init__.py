@@ -31,7 +31,8 @@ def build_model(spec: dict, in_channels: int, num_classes: int, image_size: int)
         depth, widen = parse_wrn(spec["name"])
         return wide_resnet(depth, widen, num_classes=num_classes, in_channels=in_channels,
                            dropout=spec.get("dropout_rate", 0.3) if spec.get("dropout", True) else 0.0,
-                           final_bn_momentum=spec.get("final_bn_momentum", 0.9), image_size=image_size)
+                           final_bn_momentum=spec.get("final_bn_momentum", 0.9), image_size=image_size,
+                           width=spec.get("width", 1.0))
     raise ValueError(f"unknown classification model family {family!r}; known: convnet, resnet, wrn")
 
 

@@ -101,23 +101,31 @@ class WideBasic(nn.Module):
         return out + self.shortcut(x)
 
 
+def widened(channels: int, width: float) -> int:
+    """``floor(channels * width)``, at least one: the config's width factor (``models.width``) on a layer."""
+    return max(1, math.floor(channels * width))
+
+
 class WideResNet(nn.Module):
     def __init__(self, depth: int, k: int, dropout: float = DEFAULT_DROPOUT, num_classes: int = 100,
-                 in_channels: int = 3, final_bn_momentum: float = FAITHFUL_FINAL_BN_MOMENTUM):
+                 in_channels: int = 3, final_bn_momentum: float = FAITHFUL_FINAL_BN_MOMENTUM, width: float = 1.0):
         super().__init__()
+        if width <= 0:
+            raise ValueError(f"wide ResNet width must be positive, got {width!r}")
         if not 0 <= dropout < 1:
             raise ValueError(f"wide ResNet dropout must be in [0, 1), got {dropout!r}")
         if not 0 < final_bn_momentum <= 1:
             raise ValueError(f"final_bn_momentum must be in (0, 1], got {final_bn_momentum!r}")
         n = blocks_per_stage(depth)
-        self.depth, self.k = depth, k
-        self.in_planes = STEM_CHANNELS
-        self.conv1 = nn.Conv2d(in_channels, STEM_CHANNELS, kernel_size=3, padding=1, bias=True)
-        self.layer1 = self._wide_layer(STAGE_BASES[0] * k, n, dropout, stride=1)
-        self.layer2 = self._wide_layer(STAGE_BASES[1] * k, n, dropout, stride=2)
-        self.layer3 = self._wide_layer(STAGE_BASES[2] * k, n, dropout, stride=2)
-        self.bn1 = nn.BatchNorm2d(STAGE_BASES[2] * k, momentum=final_bn_momentum)
-        self.linear = nn.Linear(STAGE_BASES[2] * k, num_classes)
+        self.depth, self.k, self.width = depth, k, width
+        self.in_planes = widened(STEM_CHANNELS, width)
+        stages = [widened(base * k, width) for base in STAGE_BASES]
+        self.conv1 = nn.Conv2d(in_channels, self.in_planes, kernel_size=3, padding=1, bias=True)
+        self.layer1 = self._wide_layer(stages[0], n, dropout, stride=1)
+        self.layer2 = self._wide_layer(stages[1], n, dropout, stride=2)
+        self.layer3 = self._wide_layer(stages[2], n, dropout, stride=2)
+        self.bn1 = nn.BatchNorm2d(stages[2], momentum=final_bn_momentum)
+        self.linear = nn.Linear(stages[2], num_classes)
         self.io_layers = ("conv1", "linear")  # first and last layer, for the quantization policy
         self.apply(official_init)
 
@@ -145,8 +153,10 @@ def official_init(m: nn.Module) -> None:
 
 
 def wide_resnet(depth: int, k: int, num_classes: int = 100, in_channels: int = 3, dropout: float = DEFAULT_DROPOUT,
-                final_bn_momentum: float = FAITHFUL_FINAL_BN_MOMENTUM, image_size: int = 32) -> WideResNet:
-    """WRN-``depth``-``k`` for ``image_size`` x ``image_size`` inputs (32 only: the official 8x8 pool)."""
+                final_bn_momentum: float = FAITHFUL_FINAL_BN_MOMENTUM, image_size: int = 32,
+                width: float = 1.0) -> WideResNet:
+    """WRN-``depth``-``k`` for ``image_size`` x ``image_size`` inputs (32 only: the official 8x8 pool), every
+    layer's channels times ``width`` (floored, at least one; 1 = the paper's net)."""
     if image_size != 4 * POOL:
         # the head pools a fixed 8x8 window and the classifier reads 64k features: 32x32 inputs only
         raise ValueError(f"wide ResNet WRN-{depth}-{k} takes 32x32 images (the official 8x8 average pool), "
@@ -154,7 +164,7 @@ def wide_resnet(depth: int, k: int, num_classes: int = 100, in_channels: int = 3
     if k < 1:
         raise ValueError(f"wide ResNet WRN-{depth}-{k}: the widening factor must be at least 1")
     return WideResNet(depth, k, dropout=dropout, num_classes=num_classes, in_channels=in_channels,
-                      final_bn_momentum=final_bn_momentum)
+                      final_bn_momentum=final_bn_momentum, width=width)
 
 
 def wide_resnet_named(name: str, **kw) -> WideResNet:

@@ -12,9 +12,12 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, workflow.basedir)
+import yaml
+
 from qd.config import (VARIANT_PATTERN, ConfigError, RunId, data_file, data_spec, deep_merge, kind_of, planned_runs,
-                       preset_file, read_yaml, run_spec, source_run, spec_file, teacher_run, validate, views_file,
-                       with_base)
+                       preset_file, read_yaml, run_spec, source_run, spec_file, spec_hash, teacher_run, validate,
+                       views_file, with_base)
+from qd.io import atomic_write_text
 
 
 def resolve_config(given):
@@ -39,7 +42,20 @@ TEACHERS = sorted({t["models"]["teacher"] for t in CFG["tasks"].values()})
 STUDENTS = sorted({s for t in CFG["tasks"].values() for s in t["models"]["students"]})
 SPECS = {run: run_spec(CFG, run) for run in RUNS}
 SPEC_FILES = {run: str(spec_file(RESULTS, spec)) for run, spec in SPECS.items()}
-CONFIG_FILE = str(spec_file(RESULTS, CFG))  # the resolved config, for the jobs that read all of it
+
+
+def config_file(results, cfg):
+    """The resolved config for the jobs that read all of it (`qd latency`, `qd report`), named by its
+    content as the specs are. Written as YAML, the format `--config` reads: PyYAML reads a JSON number
+    such as 1e-06 (the cifar10 preset's DQ learning rate) as a string, since its floats need a dot."""
+    path = Path(results) / ".specs" / f"{spec_hash(cfg)}.yaml"
+    text = yaml.safe_dump(cfg, sort_keys=True)
+    if not path.exists() or path.read_text() != text:
+        atomic_write_text(text, path)
+    return str(path)
+
+
+CONFIG_FILE = config_file(RESULTS, CFG)
 DATA_SPEC_FILES = {task: str(spec_file(RESULTS, data_spec(CFG, task))) for task in CFG["tasks"]}
 
 
@@ -100,6 +116,12 @@ def run_launcher(w):
 # ---- warm start (qd/prefork.py): on this machine, one process imports torch once and forks every job.
 # Only for local execution: a cluster job runs on its own node and imports for itself. QD_NO_PREFORK=1
 # turns it off (every job then starts its own Python, as on a cluster).
+#
+# What torch imports on first use in every training job: a torch.optim optimizer's constructor imports
+# torch._dynamo (about 1 s of CPU, more than a small run trains), so the server imports it once for all.
+LAZY_IMPORTS = ("torch._dynamo",)
+
+
 def start_prefork():
     import os
     import tempfile
@@ -110,7 +132,7 @@ def start_prefork():
         return
     path = os.path.join(tempfile.gettempdir(), f"qd-prefork-{os.getuid()}-{os.getpid()}.sock")
     adapters = {kind_of(CFG, t).entry.partition(":")[0] for t in CFG["tasks"]}
-    start(path, os.getpid(), preload=tuple(sorted(adapters)))
+    start(path, os.getpid(), preload=tuple(sorted(adapters)) + LAZY_IMPORTS)
     os.environ[ENV] = path
 
 
