@@ -76,9 +76,10 @@ def onnx_run(run: Path, data: Path, threads: int = 1, calibration: int = 512) ->
 
 
 def _agreement(artefact: Path, files: dict, data: Path, threads: int) -> dict:
+    """``onnx_agreement``'s figures, without its per-kind extras that are absent."""
     a = onnx_agreement(artefact, files, data, threads=threads)
-    return {k: a[k] for k in ("compared", "n", "agree", "agreement", "disagreeing")
-            if k in a} | {k: a[k] for k in ("max_abs_logit_diff", "unended", "agreement_ended") if k in a}
+    keys = ("compared", "n", "agree", "agreement", "disagreeing", "max_abs_logit_diff", "unended", "agreement_ended")
+    return {k: a[k] for k in keys if k in a}
 
 
 def onnx_latency_of(run: Path, latency: dict) -> dict:
