@@ -235,6 +235,10 @@ def test_build_report_on_a_classification_folder(tmp_path):
     assert set(noise["bits"]) == {2, 4} and noise["layer"].nunique() == 6
     md = (results / "claims.md").read_text()
     assert "| 5 |" in md and "### Claim 5" in md and "integer path" in md
+    # claim 5's line names the model that settles it: a failing one under FAIL
+    line5, fails = claims.loc[claims["claim"].astype(str) == "5", "summary"].item(), (integer["verdict"] == "FAIL").sum()
+    assert f"{(integer['verdict'] == 'PASS').sum()} of 6 models hold, {fails} fail; " in line5
+    assert ("failing " if fails else "weakest ") in line5 and (v["5"] == "FAIL") == (fails > 0)
     assert "prints no numbers for dataset `digits`" in (results / "tables" / "t_paper.md").read_text()
     summary = pd.read_csv(results / "summary.csv")
     assert set(summary["kind"]) == {"classification"} and len(summary) == 11

@@ -123,9 +123,13 @@ def claim_integer(ev: Evidence, models: SavedModels, x, y) -> Claim:
                    "no uniformly quantized student in this preset"):
         return c
     c.seeds, c.n_test = "lowest seed of each model", n
-    worst = min(checks, key=lambda k: k.interval.low)
-    c.summary = (f"{sum(k.verdict == 'PASS' for k in checks)} of {len(checks)} models hold; weakest {worst.run}: "
-                 f"{worst.interval.describe()}, same label on {worst.agreement:.1%}")
+    # the line names the model that settles the verdict: a failing one where there is one (its accuracy may
+    # hold while its labels do not), else the one with the lowest interval
+    failing = [k for k in checks if k.verdict == "FAIL"]
+    shown = failing[0] if failing else min(checks, key=lambda k: k.interval.low)
+    c.summary = (f"{sum(k.verdict == 'PASS' for k in checks)} of {len(checks)} models hold, {len(failing)} fail; "
+                 f"{'failing' if failing else 'weakest'} {shown.run}: {shown.interval.describe()}, same label on "
+                 f"{shown.agreement:.1%}")
     _, c.models = ev.comparability([ev.teacher, *ev.students])
     return c
 
