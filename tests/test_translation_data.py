@@ -273,6 +273,8 @@ def test_onmt_integ_uses_the_10k_file_as_test_and_holds_out_validation(tmp_path)
     assert again.splits["val"].pairs == corpus.splits["val"].pairs
     m = prepare_translation({**spec(root), "name": "onmt-integ", "val_fraction": 0.25}, tmp_path / "data")
     assert m["tokeniser"].startswith("pre-tokenised")
+    # what qd translate reads to split new text on spaces rather than Moses-tokenise it
+    assert json.loads((tmp_path / "data" / "translation.json").read_text())["pretokenised"] is True
 
 
 # ------------------------------------------------------------------------------------------ numbers corpus

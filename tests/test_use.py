@@ -136,6 +136,19 @@ def test_a_data_folder_without_the_vocabulary_is_named(results, capsys, tmp_path
     assert "give that folder with --data" in err
 
 
+def test_a_data_folder_prepared_without_the_tokenisation_flag_is_named(results, capsys, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(results / "numbers" / "data", data)
+    layout = json.loads((data / "translation.json").read_text())
+    assert layout["pretokenised"] is False  # the numbers corpus is raw text, Moses-tokenised
+    del layout["pretokenised"]
+    (data / "translation.json").write_text(json.dumps(layout))
+    code, _, err = qd(capsys, "translate", "--model", str(model_file(results, "numbers")), "--data", str(data),
+                      str(data / "test.raw.de"))
+    assert code == 1
+    assert f"{data / 'translation.json'} has no 'pretokenised' key (how new text is tokenised)" in err
+
+
 def test_a_classification_model_does_not_translate(results, capsys, tmp_path):
     source = tmp_path / "one.de"
     source.write_text("eins\n", encoding="utf-8")

@@ -203,8 +203,12 @@ class Vocabularies:
         import_fairseq()
         from fairseq.data import Dictionary
 
-        layout = json.loads(prepared_file(folder, LAYOUT, "languages and lowercasing of the corpus").read_text())
-        manifest = json.loads(prepared_file(folder, "manifest.json", "tokeniser of the corpus").read_text())
+        path = prepared_file(folder, LAYOUT, "languages, lowercasing and tokenisation of the corpus")
+        layout = json.loads(path.read_text())
+        if "pretokenised" not in layout:
+            raise DataMissing(f"{path} has no 'pretokenised' key (how new text is tokenised): the folder was "
+                              "prepared by an earlier version; delete it and prepare it again ('qd data' or the "
+                              "workflow's data rule)")
         src, tgt = layout["source_lang"], layout["target_lang"]
         if (src, tgt) != (model_meta["source_lang"], model_meta["target_lang"]):
             raise DataMissing(f"{Path(folder) / LAYOUT} is {src}-{tgt} data but the model translates "
@@ -217,9 +221,7 @@ class Vocabularies:
                 raise DataMissing(f"{path} holds {len(dicts[side])} symbols but the model was trained on "
                                   f"{model_meta[f'{side}_vocab']}: {folder} is not the data the model was trained "
                                   "on; give its own data with --data")
-        # qd.text.prepare describes a corpus that came tokenised (split on spaces) this way in the manifest
-        pretokenised = manifest.get("tokeniser", "").startswith("pre-tokenised")
-        return cls(src, tgt, layout["lowercase"], pretokenised, dicts["src"], dicts["tgt"])
+        return cls(src, tgt, layout["lowercase"], layout["pretokenised"], dicts["src"], dicts["tgt"])
 
     def source_words(self, line: str) -> list[str]:
         """The tokens of a raw source line, as :func:`qd.text.prepare.prepare_translation` made them."""

@@ -19,7 +19,9 @@ The folder then holds, with fairseq's own names (``fairseq-train <folder> --sour
 * ``{split}.tok.{lang}``: the tokenised text, one sentence per line (source words for ``<unk>``
   replacement, references for the legacy BLEU);
 * ``valid.raw.{lang}``, ``test.raw.{lang}``: the raw text (the references sacreBLEU scores against);
-* ``translation.json``: languages, special indices, sizes (what :class:`PreparedText` reads).
+* ``translation.json``: languages, lowercasing, whether the corpus came tokenised (then new text is split
+  on spaces rather than Moses-tokenised), special indices, sizes (what :class:`PreparedText` and
+  ``qd translate`` read).
 
 Everything is written to a staging folder beside ``folder`` and moved in only once every check has
 passed: a refused corpus leaves nothing behind.
@@ -168,7 +170,7 @@ def prepare_translation(dataset: dict, folder: str | Path) -> dict:
                 name = FAIRSEQ_SPLIT[split]
                 binarise(staging / f"{name}.tok.{lang}", d, staging / f"{name}.{src}-{tgt}.{lang}")
         d_src, d_tgt = dicts[src], dicts[tgt]
-        layout = {"source_lang": src, "target_lang": tgt, "lowercase": lowercase,
+        layout = {"source_lang": src, "target_lang": tgt, "lowercase": lowercase, "pretokenised": corpus.pretokenised,
                   "sizes": {s: stats[s]["pairs"] for s in SPLITS},
                   "specials": {"bos": d_tgt.bos(), "pad": d_tgt.pad(), "eos": d_tgt.eos(), "unk": d_tgt.unk()},
                   "vocab": {"source": len(d_src), "target": len(d_tgt)}}
