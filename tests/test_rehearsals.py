@@ -252,6 +252,28 @@ def test_the_prefork_server_imports_what_an_optimizer_imports():
     assert out.strip() == "[]"
 
 
+def test_the_prefork_server_imports_what_an_onnx_export_imports():
+    """torch.onnx.export loads its exporter on first use (about 1.8 s of a 3.3 s export of a demo student):
+    every ONNX job forked by the workflow's server paid it until the server imported it (common.smk)."""
+    from qd.prefork import PRELOAD
+
+    text = (ROOT / "workflow" / "rules" / "common.smk").read_text()
+    lazy = ast.literal_eval(re.search(r"^LAZY_IMPORTS = (\(.*?\))$", text, re.MULTILINE).group(1))
+    found = re.search(r"^ONNX_IMPORTS = (\(.*?\))$", text, re.MULTILINE | re.DOTALL)
+    assert found, "common.smk names no ONNX_IMPORTS for the prefork server"
+    preload = PRELOAD + lazy + ast.literal_eval(found.group(1))
+    code = ("import importlib, sys\n"
+            f"for m in {preload!r}: importlib.import_module(m)\n"
+            "before = set(sys.modules)\n"
+            "import torch\n"
+            "from qd.onnx.graphs import trace\n"
+            "net = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.Flatten(), torch.nn.Linear(8, 3))\n"
+            "trace(net, (torch.zeros(1, 1, 4, 4),), ['x'], ['y'], ({0: torch.export.Dim('batch')},))\n"
+            "print(sorted(set(sys.modules) - before))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
 # ---------------------------------------------------------------------------------------- the rehearsals
 # (runs, epochs) of each rehearsal, counted by hand from its preset:
 # cifar10: teacher 1 epoch; students 1-3 x 3 seeds: fp, distill 2 epochs (one restart), 6 PM (0),
