@@ -232,24 +232,35 @@ def test_the_workflow_hands_qd_a_config_it_reads_back(tmp_path):
     assert load_config(configs[0])["methods"]["dq"]["train"]["lr"] == pytest.approx(1e-06)
 
 
+def _preloaded(name: str) -> tuple:
+    """A tuple of module names that workflow/rules/common.smk hands the prefork server."""
+    text = (ROOT / "workflow" / "rules" / "common.smk").read_text()
+    found = re.search(rf"^{name} = (\(.*?\))$", text, re.MULTILINE | re.DOTALL)
+    assert found, f"common.smk names no {name} for the prefork server"
+    return ast.literal_eval(found.group(1))
+
+
+def _imported_after(preload: tuple, work: str) -> list[str]:
+    """The modules a fresh Python imports running ``work`` after importing ``preload``."""
+    code = ("import importlib, sys\n"
+            f"for m in {preload!r}: importlib.import_module(m)\n"
+            "before = set(sys.modules)\n"
+            "import torch\n"
+            f"{work}\n"
+            "print(repr(sorted(set(sys.modules) - before)))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    return ast.literal_eval(out.strip().splitlines()[-1])
+
+
 def test_the_prefork_server_imports_what_an_optimizer_imports():
     """A torch.optim optimizer imports torch._dynamo on first use (about 1 s): every training job forked by
     the workflow's server paid it until the server imported it (workflow/rules/common.smk)."""
     from qd.prefork import PRELOAD
 
-    text = (ROOT / "workflow" / "rules" / "common.smk").read_text()
-    found = re.search(r"^LAZY_IMPORTS = (\(.*?\))$", text, re.MULTILINE)
-    assert found, "common.smk names no LAZY_IMPORTS for the prefork server"
-    preload = PRELOAD + ast.literal_eval(found.group(1))
-    code = ("import importlib, sys\n"
-            f"for m in {preload!r}: importlib.import_module(m)\n"
-            "before = set(sys.modules)\n"
-            "import torch\n"
-            "p = [torch.nn.Parameter(torch.zeros(2))]\n"
-            "torch.optim.SGD(p, lr=0.1, momentum=0.9, nesterov=True); torch.optim.Adam(p)\n"
-            "print(sorted(m for m in set(sys.modules) - before if m.startswith('torch')))\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "[]"
+    new = _imported_after(PRELOAD + _preloaded("LAZY_IMPORTS"),
+                          "p = [torch.nn.Parameter(torch.zeros(2))]\n"
+                          "torch.optim.SGD(p, lr=0.1, momentum=0.9, nesterov=True); torch.optim.Adam(p)")
+    assert [m for m in new if m.startswith("torch")] == []
 
 
 def test_the_prefork_server_imports_what_an_onnx_export_imports():
@@ -257,21 +268,11 @@ def test_the_prefork_server_imports_what_an_onnx_export_imports():
     every ONNX job forked by the workflow's server paid it until the server imported it (common.smk)."""
     from qd.prefork import PRELOAD
 
-    text = (ROOT / "workflow" / "rules" / "common.smk").read_text()
-    lazy = ast.literal_eval(re.search(r"^LAZY_IMPORTS = (\(.*?\))$", text, re.MULTILINE).group(1))
-    found = re.search(r"^ONNX_IMPORTS = (\(.*?\))$", text, re.MULTILINE | re.DOTALL)
-    assert found, "common.smk names no ONNX_IMPORTS for the prefork server"
-    preload = PRELOAD + lazy + ast.literal_eval(found.group(1))
-    code = ("import importlib, sys\n"
-            f"for m in {preload!r}: importlib.import_module(m)\n"
-            "before = set(sys.modules)\n"
-            "import torch\n"
-            "from qd.onnx.graphs import trace\n"
-            "net = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.Flatten(), torch.nn.Linear(8, 3))\n"
-            "trace(net, (torch.zeros(1, 1, 4, 4),), ['x'], ['y'], ({0: torch.export.Dim('batch')},))\n"
-            "print(sorted(set(sys.modules) - before))\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "[]"
+    new = _imported_after(PRELOAD + _preloaded("LAZY_IMPORTS") + _preloaded("ONNX_IMPORTS"),
+                          "from qd.onnx.graphs import trace\n"
+                          "net = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.Flatten(), torch.nn.Linear(8, 3))\n"
+                          "trace(net, (torch.zeros(1, 1, 4, 4),), ['x'], ['y'], ({0: torch.export.Dim('batch')},))")
+    assert new == []
 
 
 # ---------------------------------------------------------------------------------------- the rehearsals
