@@ -31,8 +31,15 @@ def test_measure_write_and_read(tmp_path):
     table = measure(tmp_path)
     assert len(table) == 2 and table.set_index("method").loc["fp", "bleu_sd"] == pytest.approx(2.0)
     out = tmp_path / "cal.csv"
-    write(table, out, "python -m qd.report.calibration results/calib")
+    write(table, out)
     back = read(out)
+    # a second dataset measured later keeps the first's rows; the header names each preset's command
+    other = table.assign(dataset="ds2", preset="calib2", bleu_sd=table["bleu_sd"] * 2)
+    write(other, out)
+    text = out.read_text()
+    assert ("#   python -m qd.report.calibration results/calib\n#   python -m qd.report.calibration results/calib2\n"
+            in text) and "ds,s,qd,2,256,2," in text
+    assert len(read(out)) == 4
     cfg = default_settings()
     sd, text = run_sd({"dataset": "ds", "model": "s", "method": "fp", "bits": None, "bucket": None}, cfg, back)
     assert sd == pytest.approx(2.0) and "over 3 seeds of this configuration" in text

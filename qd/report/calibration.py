@@ -108,13 +108,20 @@ def metrics_of(results: Path, run: str) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def write(table: pd.DataFrame, path: Path, command: str) -> None:
-    head = (f"# BLEU run-to-run standard deviation per configuration (qd.report.calibration), measured by:\n"
-            f"#   {command}\n")
+def command_of(preset: str) -> str:
+    return f"python -m qd.report.calibration results/{preset}"
+
+
+def write(table: pd.DataFrame, path: Path) -> None:
+    """``table`` into the calibration file, in place of the rows of its datasets; the header names the
+    command that measured each preset's rows."""
     old = read(path)
     if len(old):  # other datasets measured before stay
         old = old[~old["dataset"].isin(set(table["dataset"]))]
         table = pd.concat([old, table], ignore_index=True)
+    table = table.astype({"bits": "Int64", "bucket": "Int64", "seeds": int})
+    head = ("# BLEU run-to-run standard deviation per configuration (qd.report.calibration), measured by:\n"
+            + "".join(f"#   {command_of(p)}\n" for p in dict.fromkeys(table["preset"])))
     Path(path).write_text(head + table.to_csv(index=False, float_format="%.4f"))
 
 
@@ -128,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"qd: {e}", file=sys.stderr)
         return 1
-    write(table, Path(args.out), f"python -m qd.report.calibration results/{table['preset'].iloc[0]}")
+    write(table, Path(args.out))
     print(table.to_string(index=False))
     print(f"pooled sd {np.sqrt((table['bleu_sd'] ** 2).mean()):.3f} BLEU over {len(table)} configurations; "
           f"wrote {args.out}")
