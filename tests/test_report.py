@@ -154,9 +154,10 @@ def test_pareto_front_by_hand():
 
 def test_report_files_follow_the_task_kind(tmp_path):
     assert task_outputs("classification") == (("accuracy", "sizes", "paper", "compare", "integer", "noise"),
-                                               ("accuracy_vs_bits", "accuracy_vs_size", "training_curves"))
+                                               ("accuracy_vs_bits", "accuracy_vs_size", "training_curves",
+                                                "training_hours"))
     assert task_outputs("translation") == (("bleu", "sizes", "paper", "compare"),
-                                           ("bleu_vs_bits", "bleu_vs_size", "training_curves"))
+                                           ("bleu_vs_bits", "bleu_vs_size", "training_curves", "training_hours"))
     files = report_files(tmp_path / "r", tmp_path / "f", {"digits": {"kind": "classification"},
                                                           "numbers": {"kind": "translation"}}, True)
     names = {p.relative_to(tmp_path).as_posix() for p in files}
@@ -166,6 +167,21 @@ def test_report_files_follow_the_task_kind(tmp_path):
     assert "r/tables/numbers_integer.md" not in names
     # the old call (a list of names) still means classification tasks
     assert report_files(tmp_path, tmp_path, ["digits"]) == report_files(tmp_path, tmp_path, {"digits": {}})
+
+
+def test_histories_count_core_hours_of_each_run(tmp_path):
+    """Core-hours up to each epoch: the epochs' seconds summed, times the threads in the run's spec (a
+    run without a spec counts one thread)."""
+    from qd.report.build import histories
+
+    timed = pd.DataFrame({"epoch": [1, 2, 3], "test_accuracy": [50.0, 60.0, 70.0], "seconds": [900, 1800, 900]})
+    teacher = write_run(tmp_path, "t", "teacher", "fp", history=timed)
+    write_run(tmp_path, "t", "s", "fp", history=timed)
+    (tmp_path / teacher / "spec.json").write_text(json.dumps({"threads": 2}))
+    df = collect(tmp_path)
+    h = histories(df, tmp_path, aggregate(df)).set_index(["model", "epoch"])["core_hours"]
+    assert h["teacher"].tolist() == pytest.approx([0.5, 1.5, 2.0])
+    assert h["s"].tolist() == pytest.approx([0.25, 0.75, 1.0])
 
 
 # ---------------------------------------------------------------------- the whole report

@@ -24,7 +24,7 @@ def task_outputs(kind: str | TaskInfo, entry: str | None = None) -> tuple[tuple[
     info = kind if isinstance(kind, TaskInfo) else task_info(kind, entry)
     p = info.primary
     tables = (p, "sizes", "paper", "compare") + (("integer", "noise") if info.weight_checks else ())
-    figures = (f"{p}_vs_bits", f"{p}_vs_size", "training_curves")
+    figures = (f"{p}_vs_bits", f"{p}_vs_size", "training_curves", "training_hours")
     return tables, figures
 
 

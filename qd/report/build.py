@@ -10,6 +10,7 @@ Try: ``qd report --config config/config.yaml``.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -25,7 +26,7 @@ from qd.report.claims.registry import check_claims
 from qd.report.claims.speed import depth_outputs
 from qd.report.collect import aggregate, collect, labels_by_method
 from qd.report.compare import write_comparisons
-from qd.report.figures import metric_vs_bits, metric_vs_size, training_curves
+from qd.report.figures import metric_vs_bits, metric_vs_size, training_curves, training_hours
 from qd.report.paper import PaperTargets
 from qd.report.onnx_table import write_onnx_table
 from qd.report.tables import write_task_tables
@@ -50,7 +51,9 @@ def only_planned(df: pd.DataFrame, cfg: dict, results: Path) -> pd.DataFrame:
 
 
 def histories(df: pd.DataFrame, results: Path, agg: pd.DataFrame) -> pd.DataFrame:
-    """Per-epoch history of the lowest seed of every run, labelled and ordered like the tables."""
+    """Per-epoch history of the lowest seed of every run, labelled and ordered like the tables, with
+    ``core_hours``: the run's training time up to each epoch's end (its ``seconds`` summed) times the
+    threads its spec gave it."""
     keys = ["task", "model", "method", "bits", "bucket"]
     first = df.sort_values("seed").drop_duplicates(keys)
     frames = []
@@ -60,9 +63,17 @@ def histories(df: pd.DataFrame, results: Path, agg: pd.DataFrame) -> pd.DataFram
         if h.empty:
             continue
         h["task"], h["model"], h["bits"], h["label"] = r.task, r.model, r.bits, r.label
+        if "seconds" in h:
+            h["core_hours"] = h["seconds"].cumsum() * run_threads(results / r.run) / 3600
         frames.append(h)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
         columns=["task", "model", "bits", "label", "epoch"])
+
+
+def run_threads(folder: Path) -> int:
+    """The threads a run's spec gave it (``spec.json``'s ``threads``; 1 where it has none)."""
+    path = folder / "spec.json"
+    return (json.loads(path.read_text()).get("threads") or 1) if path.exists() else 1
 
 
 def _roles(df: pd.DataFrame, task: str) -> tuple[str, list[str]]:
@@ -111,6 +122,8 @@ def build_report(results: Path, figures: Path, cfg: dict | None, targets: Path) 
                        info.higher_is_better)
         training_curves(curves, task, students, figures / f"{task}_training_curves", info.epoch_metric,
                         not info.epoch_higher_is_better)
+        training_hours(curves, task, [teacher, *students], figures / f"{task}_training_hours", info.epoch_metric,
+                       not info.epoch_higher_is_better)
     preset = df["preset"].iloc[0]
     atomic_write_text(claims_markdown(per_task, preset, settings, task_facts, depth_claims), results / "claims.md")
     atomic_write_text(claims_frame(per_task, depth_claims).to_csv(index=False), results / "claims.csv")

@@ -1,6 +1,6 @@
 """Figures (PNG and PDF) in the task's primary metric: metric vs bits (with the paper's points as
 hollow markers where it prints them), metric vs size on disk with its Pareto front, training curves
-of the epoch metric, and latency vs depth. One colour per method throughout, so the figures read
+of the epoch metric against epochs and against core-hours, and latency vs depth. One colour per method throughout, so the figures read
 together."""
 from __future__ import annotations
 
@@ -156,27 +156,48 @@ def training_curves(histories: pd.DataFrame, task: str, students: list[str], ste
                     metric: str = "accuracy", lower_is_better: bool = False) -> list[Path]:
     """The epoch metric on the test split of the reported (quantized) weights per epoch, lowest seed,
     one panel per student (perplexity on a log scale: lower is better)."""
+    return _curves(histories, task, students, stem, "epoch", "epoch", metric, lower_is_better,
+                   f"{task}: training curves (quantized weights evaluated every epoch)")
+
+
+def training_hours(histories: pd.DataFrame, task: str, models: list[str], stem: Path,
+                   metric: str = "accuracy", lower_is_better: bool = False) -> list[Path]:
+    """The same epoch metric against each run's own training time in core-hours (its epochs' wall
+    seconds summed, times the threads it ran on: ``core_hours``), one panel per model, the teacher
+    first: what an hour of the machine that made the record buys each model. A run that starts from
+    another (PM, DQ) counts only its own hours."""
+    return _curves(histories, task, models, stem, "core_hours", "core-hours of training", metric,
+                   lower_is_better, f"{task}: test {metric} against training time (this record's machine)")
+
+
+def _curves(histories: pd.DataFrame, task: str, models: list[str], stem: Path, x: str, xlabel: str,
+            metric: str, lower_is_better: bool, title: str) -> list[Path]:
+    """One panel per model, a line per method and bit width of ``test_<metric>`` against column ``x``."""
     _style()
     col = f"test_{metric}"
     h = histories[histories["task"] == task] if "task" in histories else histories
-    fig, axes = plt.subplots(1, len(students), figsize=(3.6 * len(students), 3.3), sharey=True, squeeze=False)
-    for ax, s in zip(axes[0], students):
+    fig, axes = plt.subplots(1, len(models), figsize=(3.6 * len(models), 3.3), sharey=True, squeeze=False)
+    for ax, s in zip(axes[0], models):
         hs = h[h["model"] == s] if len(h) else h
         for i, ((lab, bits), g) in enumerate(hs.groupby(["label", "bits"], dropna=False, sort=False)):
-            if col not in g:
+            if col not in g or x not in g:
                 continue
             name = lab if pd.isna(bits) else f"{lab} {int(bits)}-bit"
             ls = "-" if pd.isna(bits) else LINESTYLES.get(int(bits), "-.")
-            ax.plot(g["epoch"], g[col], color=_color(lab, i), ls=ls, lw=1.2, label=name)
+            ax.plot(g[x], g[col], color=_color(lab, i), ls=ls, lw=1.2, label=name)
         if lower_is_better:
             ax.set_yscale("log")
         ax.set_title(s)
-        ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel(xlabel)
+        if x == "epoch":
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes[0][0].set_ylabel(f"test {metric}" + (" (lower is better)" if lower_is_better else ""))
-    handles, labels = axes[0][-1].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=4)
-    fig.suptitle(f"{task}: training curves (quantized weights evaluated every epoch)", y=1.03)
+    handles = {}
+    for ax in axes[0]:  # every panel's methods, once each (the teacher's panel has only its own)
+        for hd, lb in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(lb, hd)
+    fig.legend(list(handles.values()), list(handles), loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=4)
+    fig.suptitle(title, y=1.03)
     return _save(fig, stem)
 
 
