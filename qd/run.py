@@ -108,7 +108,8 @@ def _execute(spec: dict, out_dir: Path, data: Path, device: torch.device, teache
         return None
     size_on_disk = write_artefact(out_dir / ARTEFACT, ctx, result)
     metrics, outputs = task.final_metrics(result.model)
-    row = result_row(ctx, result, metrics, size_on_disk, time.perf_counter() - started)
+    # a run resumed from a checkpoint counts the epochs earlier processes trained as well
+    row = result_row(ctx, result, metrics, size_on_disk, time.perf_counter() - started + ctx.resumed_seconds)
     write_outputs(out_dir, result, outputs, row)
     distributed.barrier()
     return row

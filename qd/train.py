@@ -55,6 +55,9 @@ class Fit:
     load_state: Callable[[dict], None] = field(default=lambda s: None)
     # the full-precision shadow weights' metrics, for a schedule that reads them (official QD)
     evaluate_shadow: Callable[[], dict] | None = None
+    # set by run_epochs: the seconds of the epochs a checkpoint restored (trained by earlier processes),
+    # which the run's time counts beside its own process's
+    resumed_seconds: float = 0.0
 
 
 def flat_params(params: list) -> list[torch.nn.Parameter]:
@@ -237,6 +240,7 @@ def run_epochs(fit: Fit, task, cfg: dict, seed: int, run: str, checkpoint: Path 
     optimizer, schedule = _fresh(fit, cfg, select)
     if checkpoint is not None and checkpoint.exists():
         pos = _resume(checkpoint, spec_hash, fit, optimizer, schedule, run) or pos
+        fit.resumed_seconds = sum(row.get("seconds", 0.0) for row in pos.history)
     steps = task.n_train_batches(cfg["batch_size"])
     progress = Progress(run, cfg["epochs"] * stages, pos.epoch, steps)
     while pos.stage < stages:

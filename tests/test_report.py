@@ -169,6 +169,17 @@ def test_report_files_follow_the_task_kind(tmp_path):
     assert report_files(tmp_path, tmp_path, ["digits"]) == report_files(tmp_path, tmp_path, {"digits": {}})
 
 
+def test_a_run_time_is_at_least_its_epochs_seconds(tmp_path):
+    """A row whose wall_time counted only a resumed run's last process (10 s here) gets the seconds of all
+    its epochs (history.csv: 900 + 1800 + 900); one that counts them already keeps its own."""
+    timed = pd.DataFrame({"epoch": [1, 2, 3], "test_accuracy": [50.0, 60.0, 70.0], "seconds": [900, 1800, 900]})
+    write_run(tmp_path, "t", "s", "fp", history=timed)
+    write_run(tmp_path, "t", "s", "distill", history=timed, metrics={"wall_time": 4000.0})
+    write_run(tmp_path, "t", "teacher", "fp")  # a history without seconds: wall_time as written
+    times = collect(tmp_path).set_index(["model", "method"])["wall_time"]
+    assert times[("s", "fp")] == 3600.0 and times[("s", "distill")] == 4000.0 and times[("teacher", "fp")] == 10.0
+
+
 def test_histories_count_core_hours_of_each_run(tmp_path):
     """Core-hours up to each epoch: the epochs' seconds summed, times the threads in the run's spec (a
     run without a spec counts one thread)."""

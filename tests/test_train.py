@@ -155,6 +155,23 @@ def test_a_checkpoint_of_another_spec_is_not_resumed(tmp_path, capsys):
     assert torch.load(ckpt, weights_only=False)["spec_hash"] == "bbb"
 
 
+def test_a_resumed_run_counts_the_seconds_of_the_epochs_it_restored(tmp_path):
+    """The epochs a checkpoint restores took time in earlier processes: ``fit.resumed_seconds`` is their
+    recorded seconds (set here by hand to 100 and 200), which the run's time adds to its own."""
+    ckpt = tmp_path / "checkpoint.pt"
+    w = torch.nn.Parameter(torch.zeros(()))
+    fit = _fit(w, iter([{"test_accuracy": 1.0}] * 2))
+    run_epochs(fit, _Line(), _recipe(epochs=2, schedule="constant"), seed=0, run="t", checkpoint=ckpt, spec_hash="a")
+    assert fit.resumed_seconds == 0.0  # nothing restored: a fresh run
+    state = torch.load(ckpt, weights_only=False)
+    state["history"][0]["seconds"], state["history"][1]["seconds"] = 100.0, 200.0
+    torch.save(state, ckpt)
+    resumed = _fit(torch.nn.Parameter(torch.zeros(())), iter([{"test_accuracy": 1.0}]))
+    h = run_epochs(resumed, _Line(), _recipe(epochs=3, schedule="constant"), seed=0, run="t", checkpoint=ckpt,
+                   spec_hash="a")
+    assert len(h) == 3 and resumed.resumed_seconds == pytest.approx(300.0)
+
+
 def test_param_groups_keep_their_own_learning_rate():
     a, b = torch.nn.Parameter(torch.ones(())), torch.nn.Parameter(torch.ones(()))
     fit = Fit(params=[{"params": [a]}, {"params": [b], "lr": 0.0}], loss=lambda batch: (a * b * batch[0] - 1).pow(2).mean(),

@@ -56,6 +56,7 @@ class RunContext:
     source: nn.Module | None = None
     teacher_file: Path | None = None  # the teacher's artefact, hashed into the row's teacher_id
     source_file: Path | None = None
+    resumed_seconds: float = 0.0  # training time of earlier processes that a checkpoint restored (fit)
 
     # ---- models
     def new_model(self) -> nn.Module:
@@ -134,8 +135,10 @@ class RunContext:
         info = self.task.info
         select = Selection(f"{t.get('select_on', 'test')}_{info.epoch_metric}", info.epoch_higher_is_better,
                            shadow=t.get("schedule_reads") == "full_precision")
-        return run_epochs(fit, self.task, t, self.spec["seed"], self.spec["run"], self.run_dir / CHECKPOINT,
-                          spec_hash(self.spec), select)
+        history = run_epochs(fit, self.task, t, self.spec["seed"], self.spec["run"], self.run_dir / CHECKPOINT,
+                             spec_hash(self.spec), select)
+        self.resumed_seconds += fit.resumed_seconds
+        return history
 
 
 def speed_up(model: nn.Module, train: dict) -> nn.Module:

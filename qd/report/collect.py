@@ -8,6 +8,7 @@ Try: ``pytest tests/test_report_synthetic.py``.
 """
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -31,7 +32,8 @@ def collect(results: Path) -> pd.DataFrame:
     """One row per run folder under ``results``, with ``kind`` and ``primary_metric`` filled in, and the
     timing job's ``latency.csv`` merged on ``run`` where it exists."""
     files = sorted(Path(results).glob("*/*/*/*/seed*/metrics.json"))
-    rows = [json.loads(f.read_text()) | onnx_columns(f.with_name(ONNX_RECORD)) for f in files]
+    rows = [run_time(json.loads(f.read_text()), f.with_name("history.csv")) | onnx_columns(f.with_name(ONNX_RECORD))
+            for f in files]
     df = pd.DataFrame(rows)
     if df.empty:
         return df
@@ -48,6 +50,17 @@ def collect(results: Path) -> pd.DataFrame:
         df[col] = pd.to_numeric(df[col]).astype("Int64")
     return df.sort_values(["task", "model", "method", "bits", "bucket", "seed"], na_position="first",
                           ignore_index=True)
+
+
+def run_time(row: dict, history: Path) -> dict:
+    """``row`` with ``wall_time`` at least the seconds its epochs took (``history.csv``, which every process
+    that trained the run extends): a row written when a resumed run's time counted only its last process
+    gets its earlier epochs back; a row that counts them already is unchanged."""
+    if "wall_time" not in row or not history.exists():
+        return row
+    with history.open(newline="") as f:
+        seconds = sum(float(r["seconds"]) for r in csv.DictReader(f) if r.get("seconds"))
+    return row | {"wall_time": max(row["wall_time"], seconds)}
 
 
 def onnx_columns(path: Path) -> dict:
