@@ -1,7 +1,7 @@
 """Figures (PNG and PDF) in the task's primary metric: metric vs bits (with the paper's points as
 hollow markers where it prints them), metric vs size on disk with its Pareto front, training curves
-of the epoch metric against epochs and against core-hours, and latency vs depth. One colour per method throughout, so the figures read
-together."""
+of the epoch metric against epochs and against core-hours, and latency vs depth. One colour per
+method throughout, so the figures read together."""
 from __future__ import annotations
 
 from pathlib import Path
