@@ -111,6 +111,27 @@ def test_far_from_the_paper_is_not_comparable(tmp_path):
     assert "**NOT COMPARABLE** (measured: PASS)" in md
 
 
+def test_a_teacher_below_the_paper_gates_only_the_claim_that_compares_against_it(tmp_path):
+    # the teacher 7.7 points under the paper's (gate: 5), student 1 within 1 point of its cells (84.5, 88.8):
+    # the student claims keep their measured verdicts and list the teacher's gap; claim 1 (students against
+    # the teacher) is gated by it
+    cells = _cifar_grid(82.0, 84.0, 88.5, 93.0, 92.5)
+    cells[("student1", "qd", 4, 256)] = 83.5
+    write_grid(tmp_path, cells, dataset="cifar10")
+    claims = {c.number: c for c in check_claims(_evidence(tmp_path, ("student1",)))}
+    c = claims["3a"]
+    assert c.verdict == c.measured == PASS
+    teacher = next(line for line in c.models if line.startswith("teacher fp"))
+    assert "82.00 vs paper 89.71 (-7.71): more than 5 points below the paper's (not gating" in teacher
+    assert any(line.startswith("student1 distill: ours 88.50 vs paper 88.80") for line in c.models)
+    assert claims["1"].verdict == NOT_COMPARABLE and claims["1"].cells
+    # the same grid with student 1's normal model 6 points under the paper's: 3a is gated by it
+    cells[("student1", "fp", None, None)] = 78.4
+    write_grid(tmp_path, cells, dataset="cifar10")
+    c = next(c for c in check_claims(_evidence(tmp_path, ("student1",))) if c.number == "3a")
+    assert c.verdict == NOT_COMPARABLE and c.measured == PASS
+
+
 def test_the_papers_counter_case_is_shown_and_left_out(tmp_path):
     # paper: distillation helps student 1 (84.5 -> 88.8) but not the deeper student (93.22 -> 92.6)
     write_grid(tmp_path, _cifar_grid(89.5, 84.0, 88.5, 93.0, 92.5), dataset="cifar10")

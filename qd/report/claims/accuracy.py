@@ -119,7 +119,7 @@ def claim_distillation_helps(ev: Evidence) -> list[Claim]:
         cell = ev.cell(s, (s, "distill", None, None), (s, "fp", None, None), gain, "distilled", "normal")
         if cell:
             fp.cells.append(cell)
-    claims = [ev.finish(fp, [ev.teacher, *ev.students], spec=DISTILLATION_HELPS)]
+    claims = [ev.finish(fp, ev.students, spec=DISTILLATION_HELPS, context=(ev.teacher,))]
 
     pm_bucket, qd_bucket = ev.main_bucket("pm"), ev.main_bucket("qd")
     bits = [b for b in ev.bits_run("qd") if b in PAPER_BITS]
@@ -138,7 +138,7 @@ def claim_distillation_helps(ev: Evidence) -> list[Claim]:
             cell = ev.cell(f"{s} {b}-bit", (s, "qd", b, qd_bucket), (s, "pm", b, pm_bucket), gaps[b], "QD", "PM")
             if cell:
                 qd.cells.append(cell)
-    claims.append(ev.finish(qd, [ev.teacher, *ev.students], spec=QD_BEATS_PM))
+    claims.append(ev.finish(qd, ev.students, spec=QD_BEATS_PM, context=(ev.teacher,)))
 
     gain4 = ev.threshold("bucket_min_gain_4bit")
     bk = BUCKETING_HELPS.claim(
@@ -153,7 +153,7 @@ def claim_distillation_helps(ev: Evidence) -> list[Claim]:
             cell = ev.cell(f"{s} 4-bit", (s, "pm", 4, pm_bucket), (s, "pm", 4, None), gain4, "bucketed", "unbucketed")
             if cell:
                 bk.cells.append(cell)
-    claims.append(ev.finish(bk, [ev.teacher, *ev.students], spec=BUCKETING_HELPS))
+    claims.append(ev.finish(bk, ev.students, spec=BUCKETING_HELPS, context=(ev.teacher,)))
     return claims
 
 
@@ -182,5 +182,5 @@ def claim_dq_competitive(ev: Evidence) -> list[Claim]:
         cell = ev.cell(f"{s} 2-bit", (s, "qd", 2, qd_b), (s, "dq", 2, dq_b), gap, "QD", "DQ")
         if cell:
             two.cells.append(cell)
-    return [ev.finish(four, [ev.teacher, *ev.students], spec=DQ_COMPETITIVE),
-            ev.finish(two, [ev.teacher, *ev.students], spec=QD_BETTER_2BIT)]
+    return [ev.finish(four, ev.students, spec=DQ_COMPETITIVE, context=(ev.teacher,)),
+            ev.finish(two, ev.students, spec=QD_BETTER_2BIT, context=(ev.teacher,))]

@@ -18,7 +18,11 @@ is lower-is-better (``TaskInfo.higher_is_better`` False) a cell tests the improv
 A claim combines its cells (every cell must hold, or some cell must, as the claim says), with the
 family-wise error over its cells controlled by Holm (``report.family_wise``), and is NOT COMPARABLE
 when a model it rests on is far below the paper's (``report.not_comparable_below``): a verdict drawn
-from a 51% teacher says nothing about a paper whose teacher had 90%. On a task the paper did not run
+from students 15 points under the paper's says nothing about the paper's students. The models that gate
+are the full-precision ones the claim's cells are made of: the students (normal and distilled) for the
+claims that compare students, the teacher too where the claim compares against it (1). Elsewhere the
+teacher's gap is listed but does not gate: what it hands on is measured by the distilled students,
+which do (a 51% teacher yields distilled students far below the paper's). On a task the paper did not run
 (a dataset with no paper numbers), or outside the dataset a claim names (4b: CIFAR-10), the verdict is
 an *analogue* of the claim (``Claim.scope``), with its thresholds in the task's metric
 (``report.thresholds_bleu`` for BLEU).
@@ -252,14 +256,19 @@ class Evidence:
                     paper is not None and paper <= threshold, note, not self.higher_is_better)
 
     # ---- comparability with the paper
-    def comparability(self, models: list[str]) -> tuple[bool | None, list[str]]:
+    def comparability(self, models: list[str], context: tuple[str, ...] = ()) -> tuple[bool | None, list[str]]:
         """Whether the full-precision models a claim rests on are within ``not_comparable_below`` points
-        of the paper's (``None`` where the paper has no numbers for this dataset), and one line per model."""
+        of the paper's (``None`` where the paper has no numbers for this dataset), and one line per model.
+
+        ``context`` models are listed with their gap but do not gate: the teacher, for claims whose cells
+        compare students only, where what the teacher hands on is measured by the distilled students' own
+        cells, which gate."""
         below = self.cfg["not_comparable_below"]
         if not self.targets.has(self.dataset):
             return None, [f"the paper prints no numbers for dataset `{self.dataset}`: models not compared with it"]
         lines, ok = [], True
-        for model in dict.fromkeys(models):
+        for model in dict.fromkeys([*models, *context]):
+            gating = model in models
             for method in (("fp",) if model == self.teacher else ("fp", "distill")):
                 ours, paper = self.mean(model, method), self.targets.value(self.dataset, model, method,
                                                                            metric=self.metric)
@@ -269,9 +278,11 @@ class Evidence:
                     lines.append(f"{model} {method}: ours {ours:.2f}, the paper prints none")
                     continue
                 far = ours < paper - below if self.higher_is_better else ours > paper + below
-                ok &= not far
+                ok &= not (far and gating)
                 lines.append(f"{model} {method}: ours {ours:.2f} vs paper {paper:.2f} ({ours - paper:+.2f})"
-                             + (f": more than {below:g} points below the paper's" if far else ""))
+                             + (f": more than {below:g} points below the paper's" if far else "")
+                             + ("" if gating else " (not gating: the distilled students' cells measure what it "
+                                                  "hands on)"))
         return ok, lines
 
     def scope_of(self, spec: ClaimSpec | None = None) -> tuple[str, str]:
@@ -284,7 +295,8 @@ class Evidence:
                               "an analogue")
         return PAPER, ""
 
-    def finish(self, claim: Claim, models: list[str], comparable: bool = True, spec: ClaimSpec | None = None) -> Claim:
+    def finish(self, claim: Claim, models: list[str], comparable: bool = True, spec: ClaimSpec | None = None,
+               context: tuple[str, ...] = ()) -> Claim:
         """Decide the verdict (Holm over the cells, ``report.family_wise``), list the models behind it, mark
         an analogue, and NOT COMPARABLE where the models are far below the paper's."""
         claim.decide((1 - self.cfg["confidence"]) if self.cfg.get("family_wise", "holm") == "holm" else None)
@@ -294,7 +306,7 @@ class Evidence:
         if not claim.cells:
             claim.evidence.append("the runs this check compares are not in this preset")
             return claim
-        ok, lines = self.comparability(models)
+        ok, lines = self.comparability(models, context)
         claim.models = lines
         if comparable and ok is False and claim.verdict != NOT_TESTED:
             claim.verdict = NOT_COMPARABLE

@@ -12,7 +12,8 @@ from qd.report.claims.base import ANALOGUE, NOT_COMPARABLE, Claim
 PRESET_WIDE = "(preset)"  # the task column of the claims stated once per preset (2a, 2b)
 LEGEND = ("PASS: the whole interval of the difference clears the claim's threshold. FAIL: the whole "
           "interval misses it. INCONCLUSIVE: the threshold lies inside the interval (the test set and the "
-          "training noise cannot tell). NOT COMPARABLE: a full-precision model the verdict rests on is more than "
+          "training noise cannot tell). NOT COMPARABLE: a full-precision model the verdict rests on (the students "
+          "its cells compare, normal and distilled; the teacher where a cell compares against it) is more than "
           "`report.not_comparable_below` points below the paper's, or (2a, 2b) the timing ran on a device the "
           "paper's statement is not about (the measured verdict is given beside it). NOT TESTED: this preset "
           "lacks the runs or the data. *analogue*: the verdict is on a task the paper did not run (or outside the "

@@ -30,7 +30,7 @@ def claim_recurrent(ev: Evidence) -> Claim:
             if cell:
                 c.cells.append(cell)
     missing = [m for m in ("qd", "dq") if not any(cell.a == m.upper() for cell in c.cells)]
-    c = ev.finish(c, [ev.teacher, *ev.students], spec=RECURRENT)
+    c = ev.finish(c, ev.students, spec=RECURRENT, context=(ev.teacher,))
     if missing and c.cells:
         c.verdict = c.measured = INCONCLUSIVE if c.verdict != FAIL else FAIL
         c.evidence.append(f"no 4-bit {', '.join(m.upper() for m in missing)} run: 'both methods' is not tested")
