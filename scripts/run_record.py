@@ -5,7 +5,9 @@ with the run's other record files to ``reference/<preset>/results/``.
 
 A track's wall time is the time Snakemake ran, from its log's first to its last timestamp; a run that
 was interrupted and resumed has several logs, given in order, and the record adds up their spans
-(the time between them is not counted). The README's ``provenance:<preset>`` section prints it.
+(the time between them is not counted). A start that was stopped has no stamp for the moment it stopped,
+so its span ends at its last job stamp: with stopped starts the wall time is a lower bound, and the
+record counts them (``stopped``). The README's ``provenance:<preset>`` section prints it.
 
 The command is stored with no path of this machine (``qd.report.reference.portable_command``): a path
 inside the project relative to it, any other (a dataset's ``root``) as a placeholder the user fills in.
@@ -47,9 +49,11 @@ class Span(NamedTuple):
 
 def log_span(text: str, name: str) -> Span:
     stamps = [datetime.strptime(" ".join(s.split()), "%a %b %d %H:%M:%S %Y") for s in _STAMP.findall(text)]
-    if len(stamps) < 2:
-        raise SystemExit(f"{name}: fewer than two Snakemake timestamps; is it a Snakemake log?")
-    return Span(stamps[0], stamps[-1], len(_FINISHED.findall(text)), bool(_DONE.search(text)))
+    done = bool(_DONE.search(text))
+    # a start stopped while its first job ran has one stamp: its span is unknown, counted as 0 (a lower bound)
+    if len(stamps) < (2 if done else 1):
+        raise SystemExit(f"{name}: too few Snakemake timestamps; is it a Snakemake log?")
+    return Span(stamps[0], stamps[-1], len(_FINISHED.findall(text)), done)
 
 
 def rewrite(path: Path, root: Path) -> bool:
@@ -85,7 +89,10 @@ def main(argv: list[str] | None = None) -> int:
     # each log finishes only the jobs its predecessors left, so the track's jobs are their sum
     record = {"preset": a.preset, "command": portable_command(a.command, a.root), "machine": machine(),
               "started": spans[0].start.isoformat(), "finished": spans[-1].end.isoformat(), "wall_s": wall,
-              "jobs": sum(span.jobs for span in spans), "logs": len(spans)}
+              "jobs": sum(span.jobs for span in spans), "logs": len(spans),
+              # a start that was stopped (killed) writes nothing after its last job stamp: wall_s is then a
+              # lower bound, the runs' own time (summary.csv) the full count
+              "stopped": sum(not span.done for span in spans)}
     out = a.root / "results" / a.preset / "run.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=1) + "\n")

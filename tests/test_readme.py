@@ -156,7 +156,9 @@ def test_run_record_from_snakemake_logs_reaches_the_provenance(tmp_path):
     promote("demo", tmp_path)
     text = render_section("provenance:demo", tmp_path)
     assert text.startswith("Record `reference/demo/results/`: ")
-    assert "took 40.5 min of wall time" in text and f"over 2 starts of:\n\n```bash\n{command}\n```" in text
+    # the first start stopped at 1 of 3 steps: its log ends at its last stamp, so the time is a lower bound
+    assert rec["stopped"] == 1 and "took at least 40.5 min of wall time" in text
+    assert "stopped starts: 1 of 2" in text and f"over 2 starts of:\n\n```bash\n{command}\n```" in text
     assert "`<your data folder>` stands for a path on the machine that made the record" in text
     assert str(tmp_path) not in text and "/srv/" not in text
     # a record written before the writer made commands portable: --rewrite changes its command only
@@ -168,6 +170,16 @@ def test_run_record_from_snakemake_logs_reaches_the_provenance(tmp_path):
     # a log that did not finish is refused
     with pytest.raises(SystemExit, match="did not finish"):
         run_record.main(["--preset", "demo", "--command", "c", "--root", str(tmp_path), str(first)])
+    # a start stopped while its first job ran (one stamp) counts 0 s; a finished log needs two stamps
+    one = tmp_path / "c.log"
+    one.write_text("[Thu Dec  3 07:00:00 2026]\nrule teacher:\n")
+    assert run_record.main(["--preset", "demo", "--command", "c", "--root", str(tmp_path), str(one), str(first),
+                            str(second)]) == 0
+    rec = json.loads((tmp_path / "results" / "demo" / "run.json").read_text())
+    assert rec["wall_s"] == 600 + 1830 and rec["stopped"] == 2 and rec["started"] == "2026-12-03T07:00:00"
+    one.write_text("[Thu Dec  3 07:00:00 2026]\n2 of 2 steps (100%) done\n")
+    with pytest.raises(SystemExit, match="too few Snakemake timestamps"):
+        run_record.main(["--preset", "demo", "--command", "c", "--root", str(tmp_path), str(one)])
 
 
 def test_save_benchmark_records_the_command_that_reproduces_the_run(tmp_path):
