@@ -283,3 +283,20 @@ def test_each_statement_has_one_home(tmp_path):
     assert len({s.statement for s in CLAIMS}) == len(CLAIMS) and len({s.number for s in CLAIMS}) == len(CLAIMS)
     # every threshold a claim names is a setting of the report block
     assert {k for s in CLAIMS for k in s.keys} <= set(CFG)
+
+
+def test_claims_5_and_6_draw_their_examples_from_every_class():
+    # a test split stored class by class (CIFAR-10's folders): its first 100 examples are one class
+    import torch
+
+    from qd.report.claims.weights import drawn_examples
+
+    y = torch.arange(10).repeat_interleave(100)
+    x = torch.arange(1000).float().unsqueeze(1) * 2
+    xs, ys = drawn_examples(x, y, 100, seed=0)
+    assert len(ys) == 100 and len(set(xs[:, 0].tolist())) == 100  # without replacement
+    assert torch.equal((xs[:, 0] / 2).long() // 100, ys)  # each input keeps its label
+    assert len(set(ys.tolist())) == 10 and max(torch.bincount(ys, minlength=10).tolist()) < 25
+    # fixed by the seed, and the smaller draw (claim 6's inputs) is the start of the larger (claim 5's)
+    assert torch.equal(drawn_examples(x, y, 4, seed=0)[1], ys[:4])
+    assert not torch.equal(drawn_examples(x, y, 100, seed=1)[1], ys)

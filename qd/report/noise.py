@@ -8,7 +8,8 @@ variance ``sigma^2 = sum_i x_i^2 step_i^2 f_i (1 - f_i)``, where ``step_i = (max
 weight i's bucket and ``f_i`` its fractional position between two levels: the variance depends on the
 level count ``s``. So, for each conv and linear layer of a trained full-precision (distilled) student:
 
-* the inputs are fixed: the first ``noise_examples`` test examples through the full-precision model,
+* the inputs are fixed: ``noise_examples`` test examples drawn once (``report.bootstrap_seed``;
+  ``qd.report.claims.weights.drawn_examples``) through the full-precision model,
   ``noise_units`` output units (channel x position) sampled per layer;
 * ``noise_draws`` draws of the stochastically quantized weights at each bit width of the preset
   (``qd.quant.quantize_uniform(stochastic=True)``, the preset's bucket size) give, per unit, a sample

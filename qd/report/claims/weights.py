@@ -185,6 +185,16 @@ def claim_noise(ev: Evidence, models: SavedModels, x) -> Claim:
     return c
 
 
+def drawn_examples(x, y, n: int, seed: int):
+    """``n`` test examples drawn at random without replacement, in a fixed order (``seed``): claims 5 and 6
+    take the first ``integer_examples`` and ``noise_examples`` of them. A split stored class by class
+    (CIFAR-10's image folders) would otherwise give them one class: its first 1,000 images are airplanes."""
+    import torch
+
+    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))[:n]
+    return x[order], y[order]
+
+
 def check(ev: Evidence) -> list[Claim]:
     """Claims 5 and 6 where the task's kind checks its saved models; NOT TESTED (with empty tables where
     the kind writes them) otherwise."""
@@ -203,6 +213,7 @@ def check(ev: Evidence) -> list[Claim]:
             write_table(pd.DataFrame(), ev.results / "tables" / f"{ev.task}_{name}", f"{ev.task}: {name}", why,
                         index=False)
         return [INTEGER.untested(why), NOISE.untested(why)]
-    x, y = examples
+    x, y = drawn_examples(*examples, max(ev.cfg["integer_examples"], ev.cfg["noise_examples"]),
+                          ev.cfg["bootstrap_seed"])
     models = SavedModels(ev.results)  # claims 5 and 6 share the PM students' files
     return [claim_integer(ev, models, x, y), claim_noise(ev, models, x)]
