@@ -58,6 +58,22 @@ def workdir(tmp_path_factory):
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
+def test_config_errors_name_the_key_the_value_and_what_is_allowed(case, tmp_path):
+    """Every case through what the workflow runs on its config before any job (``resolve_config`` in
+    workflow/rules/common.smk: the preset's values, here none, with the given file's merged on top)."""
+    from qd.config import ConfigError, deep_merge, validate, with_base
+
+    change, messages = CASES[case]
+    path = _config(tmp_path, change)
+    with pytest.raises(ConfigError) as e:
+        validate(deep_merge({}, with_base(yaml.safe_load(path.read_text()))), str(path))
+    assert f"{path} is invalid" in str(e.value)
+    for m in messages:
+        assert m in str(e.value)
+
+
+# end to end, a schema error and a cross-check between sections (each Snakemake start costs ~10 s)
+@pytest.mark.parametrize("case", ["unknown key", "source method missing"])
 def test_workflow_refuses_bad_config(case, workdir, tmp_path):
     change, messages = CASES[case]
     path = _config(tmp_path, change)
