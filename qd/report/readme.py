@@ -144,9 +144,9 @@ def section_provenance(root: Path, preset: str) -> str:
         starts = f" over {r['logs']} starts of" if r.get("logs", 1) > 1 else ""
         stopped = r.get("stopped", 0)
         # a stopped start's log ends at its last job stamp, not when it stopped: its wall time is a lower bound
-        least, why = ("at least ", f"; stopped starts: {stopped} of {r['logs']}, and a stopped start's log ends at "
-                                   "its last job stamp, so its time after that counts in the runs' own time only") \
-            if stopped else ("", "")
+        least = "at least " if stopped else ""
+        why = (f"; stopped starts: {stopped} of {r['logs']}, and a stopped start's log ends at its last job stamp, "
+               "so its time after that counts in the runs' own time only") if stopped else ""
         text += (f" The workflow ({r['jobs']} jobs) took {least}{r['wall_s'] / 60:.1f} min of wall time on "
                  f"{r['machine']} (started {r['started'].replace('T', ' ')}{why}){starts}:\n\n```bash\n{command}\n```")
         mine = list(dict.fromkeys(re.findall(r"<your [^>]+>", command)))
